@@ -1,0 +1,14 @@
+//! Everything rollcall knows about ClickHouse: the client, the ordered migrations in
+//! `schemas/clickhouse/`, and the row types written by the rollup. No other crate talks
+//! to ClickHouse. SQL here must run on ClickHouse 18.16 (Debian) and on current releases.
+
+mod client;
+mod migrate;
+
+pub use client::{connect, connect_server, ChError};
+pub use migrate::{
+    embedded_migrations, load_migrations_dir, migrate, Migration, MigrationError, MigrationReport,
+};
+
+/// Re-exported so callers can name row types and the client without a direct dependency.
+pub use clickhouse::{Client, Row};

@@ -1,0 +1,19 @@
+//! Everything rollcall knows about Kafka lives here: topic names and their settings,
+//! client configuration, the transactional consume–transform–produce loop, committed
+//! reads, and dead-letter headers. No other crate depends on `rdkafka`'s types for
+//! its logic; services hand this crate plain bytes and keys.
+
+mod client;
+mod dead_letter;
+mod pipe;
+mod read;
+mod topics;
+
+pub use client::{client_config, KafkaError};
+pub use dead_letter::{DeadLetter, DeadLetterHeaders};
+pub use pipe::{InRecord, OutRecord, PipeStats, TransactionalPipe, TxnProducer};
+pub use read::{read_topic_to_end, Consumed};
+pub use topics::{ensure_topics, list_topics, TopicSpec, Topics, ENTITIES};
+
+/// Re-exported so callers can tune a client without naming rdkafka themselves.
+pub use rdkafka::config::ClientConfig;

@@ -1,0 +1,273 @@
+//! Exactly-once plumbing.
+//!
+//! [`TransactionalPipe`] is the consume–transform–produce loop: it reads a batch with
+//! `read_committed`, the caller turns it into output records (including dead letters),
+//! and [`TransactionalPipe::commit`] produces the outputs and commits the input offsets
+//! in **one Kafka transaction**. A crash anywhere before the commit leaves nothing
+//! visible to `read_committed` readers, and the inputs are read again on restart.
+//!
+//! [`TxnProducer`] is the same without a consumer, for connectors: records and the
+//! connector's checkpoint record commit together.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::dead_letter::{header_pairs, to_owned_headers};
+use crate::KafkaError;
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A record read from an input topic.
+#[derive(Debug, Clone)]
+pub struct InRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// Empty when the record had no value (a tombstone).
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What one committed transaction carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeStats {
+    pub consumed: usize,
+    pub produced: usize,
+}
+
+/// Consume with `read_committed`, produce and commit offsets in one transaction.
+pub struct TransactionalPipe {
+    consumer: BaseConsumer,
+    producer: TxnProducer,
+    max_records: usize,
+    max_wait: Duration,
+}
+
+impl TransactionalPipe {
+    /// `transactional_id` must be stable per instance (it fences a zombie of the same
+    /// instance after a crash) and unique across instances.
+    pub fn new(
+        client: &ClientConfig,
+        group_id: &str,
+        transactional_id: &str,
+        inputs: &[String],
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Self, KafkaError> {
+        let mut c = client.clone();
+        c.set("group.id", group_id)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.max.bytes", "52428800")
+            .set("queued.max.messages.kbytes", "262144");
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(KafkaError::client("creating consumer"))?;
+        let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(KafkaError::client(format!("subscribing to {topics:?}")))?;
+        let producer = TxnProducer::new(client, transactional_id)?;
+        Ok(TransactionalPipe {
+            consumer,
+            producer,
+            max_records,
+            max_wait,
+        })
+    }
+
+    /// Read up to `max_records`, waiting at most `max_wait` once the first record came
+    /// (or `max_wait` in all when nothing comes). May return an empty batch.
+    pub fn poll_batch(&mut self) -> Result<Vec<InRecord>, KafkaError> {
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        while batch.len() < self.max_records {
+            let left = self.max_wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) => batch.push(InRecord {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: header_pairs(m.headers()),
+                }),
+                Some(Err(e)) => {
+                    // Partition EOF and transient fetch errors are not fatal.
+                    tracing::warn!(error = %e, "consumer error (will retry)");
+                }
+                None => {}
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Produce `outputs` and commit the offsets after `batch` in one transaction.
+    /// When the transaction has to be aborted, the consumer is rewound to the last
+    /// committed offsets, so the same inputs come again; the error says why.
+    pub fn commit(
+        &mut self,
+        batch: &[InRecord],
+        outputs: &[OutRecord],
+    ) -> Result<PipeStats, KafkaError> {
+        if batch.is_empty() && outputs.is_empty() {
+            return Ok(PipeStats::default());
+        }
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for r in batch {
+            let e = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in next {
+            tpl.add_partition_offset(t, p, Offset::Offset(o))
+                .map_err(KafkaError::client("building offsets"))?;
+        }
+        let meta = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| KafkaError::Other("consumer has no group metadata".into()))?;
+        let result = self.producer.in_transaction(outputs, |p| {
+            p.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)
+        });
+        match result {
+            Ok(()) => Ok(PipeStats {
+                consumed: batch.len(),
+                produced: outputs.len(),
+            }),
+            Err(e) => {
+                self.rewind()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Seek every assigned partition back to its committed offset.
+    fn rewind(&self) -> Result<(), KafkaError> {
+        let committed = self
+            .consumer
+            .committed(Duration::from_secs(30))
+            .map_err(KafkaError::client("reading committed offsets"))?;
+        for e in committed.elements() {
+            let to = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Err(err) =
+                self.consumer
+                    .seek(e.topic(), e.partition(), to, Duration::from_secs(10))
+            {
+                tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err,
+                    "could not rewind partition");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A transactional producer: a set of records becomes visible all together or not at all.
+pub struct TxnProducer {
+    producer: BaseProducer,
+}
+
+impl TxnProducer {
+    pub fn new(client: &ClientConfig, transactional_id: &str) -> Result<Self, KafkaError> {
+        let mut c = client.clone();
+        c.set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("compression.type", "lz4");
+        let producer: BaseProducer = c
+            .create()
+            .map_err(KafkaError::client("creating producer"))?;
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(KafkaError::client(format!(
+                "initialising transactions for {transactional_id}"
+            )))?;
+        Ok(TxnProducer { producer })
+    }
+
+    /// Produce `records` in one transaction and commit it.
+    pub fn send_all(&self, records: &[OutRecord]) -> Result<(), KafkaError> {
+        self.in_transaction(records, |_| Ok(()))
+    }
+
+    /// Begin, produce `records`, run `extra` (e.g. send consumer offsets), commit.
+    /// On failure the transaction is aborted and nothing becomes visible.
+    fn in_transaction(
+        &self,
+        records: &[OutRecord],
+        extra: impl FnOnce(&BaseProducer) -> Result<(), RdError>,
+    ) -> Result<(), KafkaError> {
+        let p = &self.producer;
+        p.begin_transaction()
+            .map_err(KafkaError::client("beginning a transaction"))?;
+        let work = (|| {
+            for r in records {
+                self.send_one(r)?;
+            }
+            extra(p)?;
+            p.commit_transaction(TXN_TIMEOUT)
+        })();
+        match work {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let abortable = matches!(&e, RdError::Transaction(t) if t.txn_requires_abort())
+                    || !matches!(&e, RdError::Transaction(t) if t.is_fatal());
+                if abortable {
+                    if let Err(a) = p.abort_transaction(TXN_TIMEOUT) {
+                        tracing::error!(error = %a, "aborting the transaction failed");
+                    }
+                }
+                Err(KafkaError::Client {
+                    doing: "committing a transaction (aborted; the batch will be retried)".into(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    fn send_one(&self, r: &OutRecord) -> Result<(), RdError> {
+        loop {
+            let mut rec = BaseRecord::to(&r.topic)
+                .key(&r.key[..])
+                .payload(&r.payload[..]);
+            if let Some(h) = to_owned_headers(&r.headers) {
+                rec = rec.headers(h);
+            }
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Reading a whole topic from the beginning to its current end (tools and tests).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::dead_letter::header_pairs;
+use crate::KafkaError;
+
+/// One record read back.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Read every record of `topic` from the beginning up to the end it had when called.
+/// With `committed_only`, reads with `isolation.level=read_committed` (records of
+/// aborted or open transactions are not returned).
+pub fn read_topic_to_end(
+    client: &ClientConfig,
+    topic: &str,
+    committed_only: bool,
+) -> Result<Vec<Consumed>, KafkaError> {
+    let mut c = client.clone();
+    c.set("group.id", "rollcall-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "isolation.level",
+            if committed_only {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(KafkaError::client("creating a reader"))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(15))
+        .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if parts.is_empty() {
+        return Err(KafkaError::Other(format!("topic {topic} does not exist")));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for p in &parts {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(15))
+            .map_err(KafkaError::client(format!(
+                "reading watermarks of {topic}/{p}"
+            )))?;
+        if hi > lo {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(lo))
+                .map_err(KafkaError::client("assigning"))?;
+            remaining.push((*p, hi));
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(KafkaError::client("assigning"))?;
+    let mut out = Vec::new();
+    let mut last_progress = Instant::now();
+    // Transaction markers take offsets but are never delivered, so "done" is judged by
+    // the consumer's position; a quiet period ends the read if a marker is the last offset.
+    while !remaining.is_empty() && last_progress.elapsed() < Duration::from_secs(5) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                out.push(Consumed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: header_pairs(m.headers()),
+                });
+            }
+            Some(Err(e)) => return Err(KafkaError::client(format!("reading {topic}"))(e)),
+            None => {}
+        }
+        if let Ok(pos) = consumer.position() {
+            remaining.retain(
+                |(p, hi)| match pos.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o < *hi,
+                    _ => true,
+                },
+            );
+        }
+    }
+    Ok(out)
+}

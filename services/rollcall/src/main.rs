@@ -1,0 +1,85 @@
+//! `rollcall`: one command line for every part of the pipeline.
+//! Each service subcommand runs the same code as that service's own small binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rollcall_config::{Config, LogFormat, Secrets};
+
+mod ops;
+
+#[derive(Parser)]
+#[command(
+    name = "rollcall",
+    version,
+    about = "Attendance from every SIS, one definition of chronic absence."
+)]
+struct Cli {
+    /// The TOML configuration file (see deploy/rollcall.example.toml). Without it, the
+    /// built-in defaults (local infrastructure) plus ROLLCALL_<SECTION>__<KEY> overrides.
+    #[arg(long, short, global = true, env = "ROLLCALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending ClickHouse migrations from schemas/clickhouse (idempotent).
+    Migrate {
+        /// Read migrations from this directory instead of the ones built in.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Create the Kafka topics rollcall needs (idempotent), or list them.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Print the effective configuration (secrets are never printed).
+    Config,
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every topic that does not exist yet.
+    Create,
+    /// List rollcall's topics with their partition counts.
+    List,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        // One line for the person at the terminal; details in the chain.
+        eprintln!("rollcall: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if cli.json_logs {
+        cfg.telemetry.log_format = LogFormat::Json;
+    }
+    rollcall_telemetry::init_logging(&cfg.telemetry);
+    let secrets = Secrets::from_env()?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Migrate { dir } => ops::migrate(&cfg, &secrets, dir.as_deref()).await,
+            Command::Topics { action } => match action {
+                TopicsAction::Create => ops::create_topics(&cfg, &secrets).await,
+                TopicsAction::List => ops::list_topics(&cfg, &secrets),
+            },
+            Command::Config => {
+                println!("{}", ops::show_config(&cfg)?);
+                Ok(())
+            }
+        }
+    })
+}
