@@ -197,6 +197,7 @@ impl TxnProducer {
         let mut c = client.clone();
         c.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
