@@ -1,0 +1,415 @@
+//! rollcall's canonical types: the attendance categories, the normalized attendance,
+//! enrollment and calendar records, and the raw envelope connectors publish.
+//! No I/O and no rules: it knows nothing of Kafka, ClickHouse, Avro, code maps or policy.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// A name that is not one of an enum's canonical spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?}; expected one of: {expected}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub given: String,
+    pub expected: String,
+}
+
+/// Declares a fieldless enum with a stable snake_case name per variant: `as_str`,
+/// `ALL`, `Display`, `FromStr` (exact names only) and serde as that name.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration (and Avro symbol) order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stable snake_case name used in Avro, ClickHouse, TOML and metrics.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        given: s.to_string(),
+                        expected: [$($text,)+].join(", "),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// The canonical attendance categories (DESIGN.md "Canonical categories").
+    Category, "category" {
+        Present = "present",
+        /// Arrived late; still present (counted separately as a tardy day).
+        Tardy = "tardy",
+        /// Left early; still present.
+        EarlyDeparture = "early_departure",
+        ExcusedAbsence = "excused_absence",
+        UnexcusedAbsence = "unexcused_absence",
+        OutOfSchoolSuspension = "out_of_school_suspension",
+        InSchoolSuspension = "in_school_suspension",
+        /// The student should not be counted that day at all (not in the denominator).
+        NotEnrolled = "not_enrolled",
+    }
+}
+
+impl Category {
+    /// The share of the day missed when neither the record nor the code map says
+    /// otherwise: 1 for absences and suspensions (a full day in suspension), 0 for
+    /// present, tardy, early departure and not enrolled.
+    pub const fn default_absent_fraction(self) -> f64 {
+        match self {
+            Category::ExcusedAbsence
+            | Category::UnexcusedAbsence
+            | Category::OutOfSchoolSuspension
+            | Category::InSchoolSuspension => 1.0,
+            Category::Present
+            | Category::Tardy
+            | Category::EarlyDeparture
+            | Category::NotEnrolled => 0.0,
+        }
+    }
+
+    /// Whether a record's duration (fraction or minutes) may set `absent_fraction` for
+    /// this category. Present, tardy, early departure and not enrolled are always 0.
+    pub const fn takes_duration(self) -> bool {
+        self.default_absent_fraction() > 0.0
+    }
+}
+
+named_enum! {
+    /// What a normalized record does to the state keyed by its source key.
+    Operation, "operation" {
+        Upsert = "upsert",
+        Delete = "delete",
+    }
+}
+
+named_enum! {
+    /// What a connector saw happen in the SIS. A key change becomes a delete of the old
+    /// key followed by an upsert of the new one.
+    RawOperation, "raw operation" {
+        Upsert = "upsert",
+        Delete = "delete",
+        KeyChange = "key_change",
+    }
+}
+
+named_enum! {
+    /// The three entities a SIS must give us.
+    Entity, "entity" {
+        Attendance = "attendance",
+        Enrollment = "enrollment",
+        Calendar = "calendar",
+    }
+}
+
+named_enum! {
+    /// How a raw envelope's payload is to be read.
+    PayloadFormat, "payload format" {
+        /// An Ed-Fi resource JSON as the ODS/API returns it (or an Ed-Fi delete /
+        /// key-change item); see docs/normalization.md.
+        EdfiJson = "edfi_json",
+        /// A flat JSON object of string fields, from the CSV/file connector.
+        FlatJson = "flat_json",
+    }
+}
+
+/// The Kafka key of attendance and enrollment records: one student's records share a
+/// partition (and so one rollup instance).
+pub fn student_key(district_id: &str, student_id: &str) -> String {
+    let mut k = String::with_capacity(district_id.len() + 1 + student_id.len());
+    k.push_str(district_id);
+    k.push('/');
+    k.push_str(student_id);
+    k
+}
+
+/// The Kafka key of calendar records.
+pub fn school_key(district_id: &str, school_id: &str) -> String {
+    student_key(district_id, school_id)
+}
+
+/// One normalized student-day attendance event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttendanceEvent {
+    pub district_id: String,
+    pub school_id: String,
+    pub student_id: String,
+    /// The year the school year ends: 2022 for 2021-22.
+    pub school_year: i32,
+    pub date: NaiveDate,
+    pub category: Category,
+    /// Share of the instructional day missed, in [0, 1].
+    pub absent_fraction: f64,
+    /// The SIS's code as received (e.g. an Ed-Fi descriptor URI, a PowerSchool Att_Code).
+    pub source_code: String,
+    /// The second half of a two-part code (Infinite Campus excuse, PowerSchool
+    /// Presence_Status_CD), as received.
+    pub source_secondary_code: Option<String>,
+    pub reason: Option<String>,
+    pub source_system: String,
+    pub source_instance: String,
+    /// The record's natural key as the SIS gave it; the identity rollup keys state by.
+    pub source_key: String,
+    pub source_version: i64,
+    pub operation: Operation,
+    pub observed_at_ms: i64,
+}
+
+impl AttendanceEvent {
+    pub fn kafka_key(&self) -> String {
+        student_key(&self.district_id, &self.student_id)
+    }
+}
+
+/// One enrollment span of a student at a school.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub district_id: String,
+    pub school_id: String,
+    pub student_id: String,
+    pub school_year: i32,
+    pub entry_date: NaiveDate,
+    /// Inclusive or exclusive per the policy's `exit_date` rule; `None` = still enrolled.
+    pub exit_date: Option<NaiveDate>,
+    pub grade_level: Option<String>,
+    pub subgroups: Vec<String>,
+    pub state_student_id: Option<String>,
+    pub operation: Operation,
+    pub source_version: i64,
+    pub source_system: String,
+    pub source_instance: String,
+    pub source_key: String,
+    pub observed_at_ms: i64,
+}
+
+impl Enrollment {
+    pub fn kafka_key(&self) -> String {
+        student_key(&self.district_id, &self.student_id)
+    }
+}
+
+/// One date of a school's calendar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalendarDay {
+    pub district_id: String,
+    pub school_id: String,
+    /// The SIS's calendar code; empty when the SIS has one calendar per school.
+    pub calendar_code: String,
+    pub school_year: i32,
+    pub date: NaiveDate,
+    pub is_instructional: bool,
+    /// The calendar event names as received (descriptor code values).
+    pub events: Vec<String>,
+    pub operation: Operation,
+    pub source_version: i64,
+    pub source_system: String,
+    pub source_instance: String,
+    pub source_key: String,
+    pub observed_at_ms: i64,
+}
+
+impl CalendarDay {
+    pub fn kafka_key(&self) -> String {
+        school_key(&self.district_id, &self.school_id)
+    }
+}
+
+/// Any one normalized record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entity", rename_all = "snake_case")]
+pub enum Canonical {
+    Attendance(AttendanceEvent),
+    Enrollment(Enrollment),
+    Calendar(CalendarDay),
+}
+
+impl Canonical {
+    pub fn entity(&self) -> Entity {
+        match self {
+            Canonical::Attendance(_) => Entity::Attendance,
+            Canonical::Enrollment(_) => Entity::Enrollment,
+            Canonical::Calendar(_) => Entity::Calendar,
+        }
+    }
+
+    pub fn district_id(&self) -> &str {
+        match self {
+            Canonical::Attendance(e) => &e.district_id,
+            Canonical::Enrollment(e) => &e.district_id,
+            Canonical::Calendar(e) => &e.district_id,
+        }
+    }
+
+    /// The Kafka key: `district/student` for attendance and enrollment,
+    /// `district/school` for calendars.
+    pub fn kafka_key(&self) -> String {
+        match self {
+            Canonical::Attendance(e) => e.kafka_key(),
+            Canonical::Enrollment(e) => e.kafka_key(),
+            Canonical::Calendar(e) => e.kafka_key(),
+        }
+    }
+}
+
+/// What connectors publish to the raw topics: the SIS record unchanged, plus where it
+/// came from and what happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawEnvelope {
+    /// e.g. `edfi`, `csv`, `powerschool`: selects the code map preset.
+    pub source_system: String,
+    /// The host or inbox the record came from.
+    pub source_instance: String,
+    pub district_id: String,
+    pub entity: Entity,
+    pub operation: RawOperation,
+    /// The record's natural key as the connector renders it; becomes `source_key`.
+    pub natural_key: String,
+    /// The previous natural key, for `key_change`.
+    pub old_natural_key: Option<String>,
+    /// Monotonic per source (e.g. an Ed-Fi change version); later versions win.
+    pub source_version: i64,
+    pub observed_at_ms: i64,
+    pub payload_format: PayloadFormat,
+    /// The bytes exactly as received.
+    pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_exactly_the_design_list() {
+        let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "present",
+                "tardy",
+                "early_departure",
+                "excused_absence",
+                "unexcused_absence",
+                "out_of_school_suspension",
+                "in_school_suspension",
+                "not_enrolled"
+            ]
+        );
+    }
+
+    #[test]
+    fn category_names_round_trip_through_from_str_display_and_serde() {
+        for &c in Category::ALL {
+            assert_eq!(c.as_str().parse::<Category>(), Ok(c));
+            assert_eq!(c.to_string(), c.as_str());
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Category>(&json).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn unknown_category_name_lists_the_valid_ones() {
+        let err = "Absent".parse::<Category>().unwrap_err();
+        assert_eq!(err.given, "Absent");
+        assert!(err.to_string().contains("excused_absence"), "{err}");
+    }
+
+    #[test]
+    fn absences_and_suspensions_default_to_a_full_day_others_to_zero() {
+        use Category::*;
+        for (c, f) in [
+            (Present, 0.0),
+            (Tardy, 0.0),
+            (EarlyDeparture, 0.0),
+            (ExcusedAbsence, 1.0),
+            (UnexcusedAbsence, 1.0),
+            (OutOfSchoolSuspension, 1.0),
+            (InSchoolSuspension, 1.0),
+            (NotEnrolled, 0.0),
+        ] {
+            assert_eq!(c.default_absent_fraction(), f, "{c}");
+            assert_eq!(c.takes_duration(), f > 0.0, "{c}");
+        }
+    }
+
+    #[test]
+    fn other_enums_have_stable_names() {
+        assert_eq!(
+            Operation::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            ["upsert", "delete"]
+        );
+        assert_eq!(
+            RawOperation::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
+            ["upsert", "delete", "key_change"]
+        );
+        assert_eq!(
+            Entity::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            ["attendance", "enrollment", "calendar"]
+        );
+        assert_eq!(
+            PayloadFormat::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
+            ["edfi_json", "flat_json"]
+        );
+        assert_eq!("key_change".parse(), Ok(RawOperation::KeyChange));
+        assert!("keychange".parse::<RawOperation>().is_err());
+    }
+
+    #[test]
+    fn kafka_keys_are_district_slash_student_or_school() {
+        assert_eq!(student_key("d001", "604877"), "d001/604877");
+        assert_eq!(school_key("d001", "255901107"), "d001/255901107");
+        let day = CalendarDay {
+            district_id: "d1".into(),
+            school_id: "s9".into(),
+            calendar_code: String::new(),
+            school_year: 2022,
+            date: NaiveDate::from_ymd_opt(2021, 9, 1).unwrap(),
+            is_instructional: true,
+            events: vec![],
+            operation: Operation::Upsert,
+            source_version: 1,
+            source_system: "edfi".into(),
+            source_instance: "h".into(),
+            source_key: "k".into(),
+            observed_at_ms: 0,
+        };
+        assert_eq!(day.kafka_key(), "d1/s9");
+        let c = Canonical::Calendar(day);
+        assert_eq!(c.kafka_key(), "d1/s9");
+        assert_eq!(c.entity(), Entity::Calendar);
+        assert_eq!(c.district_id(), "d1");
+    }
+}
