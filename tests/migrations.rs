@@ -14,7 +14,9 @@ struct TableDef {
 
 async fn schema(client: &clickhouse::Client, db: &str) -> Vec<TableDef> {
     client
-        .query("SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name")
+        .query(
+            "SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name",
+        )
         .bind(db)
         .fetch_all()
         .await
@@ -28,23 +30,41 @@ async fn migrate_is_idempotent_and_refuses_edited_files() {
     let server = connect_server(&ch, &secrets());
     let ms = embedded_migrations();
 
-    let first = migrate(&server, &ch.database, &ms).await.expect("first migrate");
+    let first = migrate(&server, &ch.database, &ms)
+        .await
+        .expect("first migrate");
     assert_eq!(first.applied_now.len(), ms.len());
     let before = schema(&server, &ch.database).await;
-    assert!(before.iter().any(|t| t.name == "student_days"), "{before:?}");
+    assert!(
+        before.iter().any(|t| t.name == "student_days"),
+        "{before:?}"
+    );
 
-    let second = migrate(&server, &ch.database, &ms).await.expect("second migrate");
+    let second = migrate(&server, &ch.database, &ms)
+        .await
+        .expect("second migrate");
     assert!(second.applied_now.is_empty(), "{second:?}");
     assert_eq!(second.already_applied.len(), ms.len());
-    assert_eq!(schema(&server, &ch.database).await, before, "schema unchanged");
+    assert_eq!(
+        schema(&server, &ch.database).await,
+        before,
+        "schema unchanged"
+    );
 
     let mut edited = ms.clone();
     edited[0].sql.push_str("\n-- an innocent-looking edit\n");
     let err = migrate(&server, &ch.database, &edited).await.unwrap_err();
-    assert!(matches!(err, MigrationError::Edited { version: 1, .. }), "{err}");
+    assert!(
+        matches!(err, MigrationError::Edited { version: 1, .. }),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("0001_") && msg.contains("was edited"), "{msg}");
-    assert_eq!(schema(&server, &ch.database).await, before, "nothing changed");
+    assert_eq!(
+        schema(&server, &ch.database).await,
+        before,
+        "nothing changed"
+    );
 
     server
         .query(&format!("DROP DATABASE {}", ch.database))

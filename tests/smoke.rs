@@ -32,7 +32,11 @@ fn rows(n: u64) -> Vec<SmokeRow> {
             day: 19_000 + (i % 180) as u16,
             absent_fraction: [0.0, 0.5, 1.0, 0.25][(i % 4) as usize],
             excused: (i % 2) as u8,
-            note: if i % 5 == 0 { "ünïcødé, \"quoted\"\ttab".into() } else { String::new() },
+            note: if i % 5 == 0 {
+                "ünïcødé, \"quoted\"\ttab".into()
+            } else {
+                String::new()
+            },
         })
         .collect()
 }
@@ -54,7 +58,9 @@ async fn records_cross_real_kafka_and_land_in_real_clickhouse() {
         let payload = serde_json::to_vec(r).unwrap();
         producer
             .send(
-                FutureRecord::to(&topic).key(&r.student_id).payload(&payload),
+                FutureRecord::to(&topic)
+                    .key(&r.student_id)
+                    .payload(&payload),
                 Duration::from_secs(10),
             )
             .await
@@ -77,7 +83,11 @@ async fn records_cross_real_kafka_and_land_in_real_clickhouse() {
             received.push(serde_json::from_slice(m.payload().unwrap()).expect("decode"));
         }
     }
-    assert_eq!(received.len(), sent.len(), "all records consumed back from Kafka");
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "all records consumed back from Kafka"
+    );
 
     // 3. write to ClickHouse (fresh database, LZ4 as shipped)
     let ch = clickhouse_with_unique_db("smoke");
@@ -107,7 +117,10 @@ async fn records_cross_real_kafka_and_land_in_real_clickhouse() {
         .fetch_all()
         .await
         .expect("select");
-    assert_eq!(back, sent, "every value survives Kafka and ClickHouse unchanged");
+    assert_eq!(
+        back, sent,
+        "every value survives Kafka and ClickHouse unchanged"
+    );
 
     server
         .query(&format!("DROP DATABASE {}", ch.database))

@@ -135,6 +135,9 @@ pub struct NormalizerConfig {
     pub http_host: String,
     /// Kafka consumer group; also the base of the transactional id.
     pub group_id: String,
+    /// This instance's id, unique among the normalizers of one group and stable across
+    /// restarts (it makes the transactional id, which fences a crashed predecessor).
+    pub instance_id: String,
     /// Directory of district code map files (`*.toml`), read at start.
     pub code_maps_dir: Option<PathBuf>,
     /// Records per transaction at most.
@@ -149,6 +152,7 @@ impl Default for NormalizerConfig {
             http_port: 9101,
             http_host: "127.0.0.1".into(),
             group_id: "rollcall-normalizer".into(),
+            instance_id: "0".into(),
             code_maps_dir: None,
             batch_max_records: 5_000,
             batch_max_wait_ms: 200,

@@ -3,12 +3,14 @@
 //! reads, and dead-letter headers. No other crate depends on `rdkafka`'s types for
 //! its logic; services hand this crate plain bytes and keys.
 
+mod assigned;
 mod client;
 mod dead_letter;
 mod pipe;
 mod read;
 mod topics;
 
+pub use assigned::{AssignedReader, Committed, Tp};
 pub use client::{client_config, KafkaError};
 pub use dead_letter::{DeadLetter, DeadLetterHeaders};
 pub use pipe::{InRecord, OutRecord, PipeStats, TransactionalPipe, TxnProducer};

@@ -164,6 +164,59 @@ impl TransactionalPipe {
         }
     }
 
+    /// Offsets between this consumer's position and the end of its assigned partitions,
+    /// and how many partitions are assigned; `None` while none is assigned yet. A caught-up
+    /// reader of a transactional topic can sit one offset (the commit marker) below the
+    /// end of each partition.
+    pub fn lag(&self) -> Result<Option<(i64, usize)>, KafkaError> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(KafkaError::client("reading the assignment"))?;
+        if assigned.count() == 0 {
+            return Ok(None);
+        }
+        let positions = self
+            .consumer
+            .position()
+            .map_err(KafkaError::client("reading positions"))?;
+        let mut lag = 0;
+        for e in assigned.elements() {
+            let (_, hi) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .map_err(KafkaError::client("reading watermarks"))?;
+            let pos = match positions
+                .find_partition(e.topic(), e.partition())
+                .map(|p| p.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                // Nothing consumed yet: the committed offset (or the beginning).
+                _ => match self
+                    .consumer
+                    .committed_offsets(
+                        {
+                            let mut t = TopicPartitionList::new();
+                            t.add_partition(e.topic(), e.partition());
+                            t
+                        },
+                        Duration::from_secs(10),
+                    )
+                    .ok()
+                    .and_then(|t| {
+                        t.find_partition(e.topic(), e.partition())
+                            .map(|p| p.offset())
+                    }) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                },
+            };
+            // Transaction markers occupy offsets, so a caught-up reader can sit one below.
+            lag += (hi - pos).max(0);
+        }
+        Ok(Some((lag, assigned.count())))
+    }
+
     /// Seek every assigned partition back to its committed offset.
     fn rewind(&self) -> Result<(), KafkaError> {
         let committed = self

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rollcall_config::{Config, LogFormat, Secrets};
 
+mod dlq;
 mod ops;
 
 #[derive(Parser)]
@@ -42,6 +43,30 @@ enum Command {
     },
     /// Print the effective configuration (secrets are never printed).
     Config,
+    /// Inspect dead letters, or re-publish them after a code map fix.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Counts by district and error kind.
+    Summary {
+        #[command(flatten)]
+        filter: dlq::Filter,
+    },
+    /// Every dead letter with its reason and where it came from, then the summary.
+    List {
+        #[command(flatten)]
+        filter: dlq::Filter,
+    },
+    /// Re-publish matching dead letters to the topic they came from (exactly once).
+    Replay {
+        #[command(flatten)]
+        filter: dlq::Filter,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +100,11 @@ fn real_main() -> anyhow::Result<()> {
             Command::Topics { action } => match action {
                 TopicsAction::Create => ops::create_topics(&cfg, &secrets).await,
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),
+            },
+            Command::Dlq { action } => match action {
+                DlqAction::Summary { filter } => dlq::summarize(&cfg, &secrets, &filter, false),
+                DlqAction::List { filter } => dlq::summarize(&cfg, &secrets, &filter, true),
+                DlqAction::Replay { filter } => dlq::replay(&cfg, &secrets, &filter),
             },
             Command::Config => {
                 println!("{}", ops::show_config(&cfg)?);

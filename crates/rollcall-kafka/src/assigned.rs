@@ -1,0 +1,191 @@
+//! A reader with explicit partition ownership, for stateful services (the rollup).
+//!
+//! It is assigned its partitions (no group rebalancing), reads them from the beginning
+//! with `read_committed` to rebuild state, and commits offsets — with a small metadata
+//! string — only when the caller says its output is durable.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::dead_letter::header_pairs;
+use crate::pipe::InRecord;
+use crate::KafkaError;
+
+/// A topic-partition.
+pub type Tp = (String, i32);
+
+/// What is committed for a partition: the next offset to read and the metadata string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub metadata: String,
+}
+
+pub struct AssignedReader {
+    consumer: BaseConsumer,
+    assigned: Vec<Tp>,
+}
+
+const T: Duration = Duration::from_secs(30);
+
+impl AssignedReader {
+    /// Assign `partitions` and position every one at its beginning.
+    pub fn from_beginning(
+        client: &ClientConfig,
+        group_id: &str,
+        partitions: &[Tp],
+    ) -> Result<Self, KafkaError> {
+        let mut c = client.clone();
+        c.set("group.id", group_id)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.max.bytes", "52428800")
+            .set("queued.max.messages.kbytes", "262144");
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(KafkaError::client("creating consumer"))?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition_offset(t, *p, Offset::Beginning)
+                .map_err(KafkaError::client("assigning"))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(KafkaError::client("assigning partitions"))?;
+        Ok(AssignedReader {
+            consumer,
+            assigned: partitions.to_vec(),
+        })
+    }
+
+    /// The partition ids of `topic`.
+    pub fn partitions_of(client: &ClientConfig, topic: &str) -> Result<Vec<i32>, KafkaError> {
+        let c: BaseConsumer = client
+            .create()
+            .map_err(KafkaError::client("creating a metadata client"))?;
+        let md = c
+            .fetch_metadata(Some(topic), T)
+            .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
+        let parts: Vec<i32> = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if parts.is_empty() {
+            return Err(KafkaError::Other(format!(
+                "topic {topic} does not exist; run `rollcall topics create`"
+            )));
+        }
+        Ok(parts)
+    }
+
+    /// The committed offsets (and metadata) of the assigned partitions.
+    pub fn committed(&self) -> Result<HashMap<Tp, Committed>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &self.assigned {
+            tpl.add_partition(t, *p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, T)
+            .map_err(KafkaError::client("reading committed offsets"))?;
+        let mut out = HashMap::new();
+        for e in got.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                out.insert(
+                    (e.topic().to_string(), e.partition()),
+                    Committed {
+                        offset: o,
+                        metadata: e.metadata().to_string(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current end (high watermark) of each assigned partition.
+    pub fn end_offsets(&self) -> Result<HashMap<Tp, i64>, KafkaError> {
+        let mut out = HashMap::new();
+        for (t, p) in &self.assigned {
+            let (_, hi) = self
+                .consumer
+                .fetch_watermarks(t, *p, T)
+                .map_err(KafkaError::client(format!("reading the end of {t}/{p}")))?;
+            out.insert((t.clone(), *p), hi);
+        }
+        Ok(out)
+    }
+
+    /// The next offset this reader will deliver, per assigned partition (absent until
+    /// the first fetch).
+    pub fn positions(&self) -> Result<HashMap<Tp, i64>, KafkaError> {
+        let pos = self
+            .consumer
+            .position()
+            .map_err(KafkaError::client("reading positions"))?;
+        Ok(pos
+            .elements()
+            .into_iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Read up to `max` records, waiting at most `wait`.
+    pub fn poll_batch(&mut self, max: usize, wait: Duration) -> Vec<InRecord> {
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        while batch.len() < max {
+            let left = wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) => batch.push(InRecord {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: header_pairs(m.headers()),
+                }),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error (will retry)"),
+                None => {}
+            }
+        }
+        batch
+    }
+
+    /// Commit `next_offsets` (the next offset to read per partition) with `metadata`,
+    /// synchronously. Call only once the output of everything before them is durable.
+    pub fn commit(
+        &self,
+        next_offsets: &HashMap<Tp, i64>,
+        metadata: &str,
+    ) -> Result<(), KafkaError> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in next_offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(KafkaError::client("building offsets"))?;
+        }
+        for mut e in tpl.elements() {
+            e.set_metadata(metadata);
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(KafkaError::client("committing offsets"))
+    }
+}
