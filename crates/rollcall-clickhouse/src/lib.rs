@@ -4,6 +4,7 @@
 
 mod client;
 mod migrate;
+pub mod rows;
 
 pub use client::{connect, connect_server, ChError};
 pub use migrate::{
