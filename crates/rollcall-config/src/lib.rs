@@ -189,7 +189,6 @@ impl Default for RollupConfig {
 }
 
 /// The whole configuration. Sections a service does not use are ignored by it.
-/// `policy` is kept as raw TOML here and typed by `rollcall-policy`, which owns its rules.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -198,8 +197,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub normalizer: NormalizerConfig,
     pub rollup: RollupConfig,
-    /// The state's attendance policy; see `rollcall_policy::Policy` for the keys.
-    pub policy: figment::value::Dict,
+    /// The state's attendance policy (DESIGN.md defaults); `rollcall-policy` owns its rules.
+    pub policy: rollcall_policy::Policy,
     /// Sections owned by other crates (connectors, simulator), typed by them.
     pub connectors: figment::value::Dict,
 }
@@ -256,6 +255,10 @@ impl Config {
 
     /// Checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.policy.validate().map_err(|e| ConfigError::Invalid {
+            key: "policy".into(),
+            problem: e.to_string(),
+        })?;
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::invalid("kafka.brokers", "must not be empty"));
@@ -456,10 +459,42 @@ mod tests {
     }
 
     #[test]
+    fn policy_is_typed_and_validated_naming_the_key() {
+        let c = Config::from_toml_str("[policy]\nmin_enrolled_days = 31\n").unwrap();
+        assert_eq!(c.policy.min_enrolled_days, 31);
+        let err = Config::from_toml_str("[policy]\nchronic_threshold = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.chronic_threshold"), "{err}");
+        let err = Config::from_toml_str("[policy]\nchronic_treshold = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chronic_treshold"), "{err}");
+    }
+
+    #[test]
     fn as_of_must_be_a_date() {
         let err = Config::from_toml_str("[rollup]\nas_of = \"2022-13-01\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("rollup.as_of"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The annotated example under deploy/ must load and equal the defaults it documents.
+    #[test]
+    fn the_annotated_example_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rollcall.example.toml");
+        // No environment overrides here: the file alone must equal the defaults.
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c, Config::default());
     }
 }
