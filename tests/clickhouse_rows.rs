@@ -6,7 +6,7 @@ use rollcall_clickhouse::rows::{
     DayStatus, StudentDayRow, StudentMetricsRow, TierValue, STUDENT_DAYS, STUDENT_METRICS,
 };
 use rollcall_clickhouse::{connect, connect_server, embedded_migrations, migrate};
-use rollcall_e2e::{clickhouse_with_unique_db, require_services, secrets};
+use rollcall_testkit::{clickhouse_with_unique_db, require_services, secrets};
 
 #[tokio::test]
 async fn every_row_type_round_trips_with_lz4() {

@@ -3,7 +3,7 @@
 
 use clickhouse::Row;
 use rollcall_clickhouse::{connect_server, embedded_migrations, migrate, MigrationError};
-use rollcall_e2e::{clickhouse_with_unique_db, require_services, secrets};
+use rollcall_testkit::{clickhouse_with_unique_db, require_services, secrets};
 use serde::Deserialize;
 
 #[derive(Row, Deserialize, Debug, PartialEq)]

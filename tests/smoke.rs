@@ -8,7 +8,7 @@ use clickhouse::Row;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rollcall_e2e::{clickhouse_with_unique_db, kafka, require_services, secrets, unique};
+use rollcall_testkit::{clickhouse_with_unique_db, kafka, require_services, secrets, unique};
 use rollcall_kafka::{ensure_topics, TopicSpec};
 use serde::{Deserialize, Serialize};
 

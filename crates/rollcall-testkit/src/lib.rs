@@ -1,4 +1,4 @@
-//! Shared helpers for the end-to-end tests: where the real services are, and unique
+//! Shared helpers for integration and end-to-end tests: where the real services are, and unique
 //! names so tests run in parallel and re-run without cleanup.
 //!
 //! The services are started by `scripts/test.sh` (deploy/local/infra.sh up). If they
