@@ -1,0 +1,250 @@
+//! The loop around a connector: load the checkpoint, ask for the next batch, publish the
+//! records, dead letters and the new checkpoint in one transaction, repeat.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use rollcall_config::{Config, Secrets};
+use rollcall_kafka::{OutRecord, Topics, TxnProducer};
+use rollcall_telemetry::Health;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{load_checkpoint, StoredCheckpoint};
+use crate::retry::Backoff;
+use crate::{Batch, ConnectorError, Progress, SisConnector};
+
+/// How to run a connector.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Serve /healthz, /readyz, /metrics here (`None`: don't).
+    pub http: Option<(String, u16)>,
+    /// Return once the source has nothing more (backfills, tests) instead of polling.
+    pub stop_when_caught_up: bool,
+    /// Draw a progress bar on a terminal (logs progress otherwise).
+    pub show_progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            http: None,
+            stop_when_caught_up: false,
+            show_progress: true,
+        }
+    }
+}
+
+/// What a run published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub batches: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub retries: u64,
+}
+
+/// Run `connector` until shutdown (or until caught up, with `stop_when_caught_up`).
+pub async fn run(
+    mut connector: Box<dyn SisConnector>,
+    cfg: &Config,
+    secrets: &Secrets,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let id = connector.id().to_string();
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
+    let health = Health::new();
+    if let Some((host, port)) = &opts.http {
+        rollcall_telemetry::serve_health(host, *port, health.clone(), shutdown.clone()).await?;
+    }
+
+    let cp_topic = topics.connector_checkpoints();
+    let (c, t, i) = (client.clone(), cp_topic.clone(), id.clone());
+    let mut checkpoint = tokio::task::spawn_blocking(move || load_checkpoint(&c, &t, &i))
+        .await?
+        .with_context(|| format!("loading the checkpoint of {id} from {cp_topic}"))?;
+    match &checkpoint {
+        Some(cp) => tracing::info!(connector = %id, checkpoint = %cp.0, "resuming"),
+        None => tracing::info!(connector = %id, "no checkpoint: starting from the beginning"),
+    }
+    let c = client.clone();
+    let txn_id = format!("{}-connector-{id}", cfg.kafka.topic_prefix);
+    let producer = Arc::new(
+        tokio::task::spawn_blocking(move || TxnProducer::new(&c, &txn_id))
+            .await?
+            .with_context(|| format!("connecting to Kafka at {}", cfg.kafka.brokers))?,
+    );
+    health.set_ready(true);
+
+    let mut summary = RunSummary::default();
+    let mut backoff = Backoff::default();
+    let mut display = ProgressDisplay::new(opts.show_progress);
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let next = tokio::select! {
+            r = connector.next_batch(checkpoint.as_ref()) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let batch = match next {
+            Ok(b) => b,
+            Err(ConnectorError::Transient {
+                message,
+                retry_after,
+            }) => {
+                let wait = backoff.next_delay(retry_after);
+                summary.retries += 1;
+                metrics::counter!("rollcall_connector_retries_total", "connector" => id.clone())
+                    .increment(1);
+                tracing::warn!(connector = %id, error = %message, attempt = backoff.attempts(),
+                    wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            Err(ConnectorError::Fatal(m)) => {
+                health.set_broken();
+                anyhow::bail!("connector {id}: {m}");
+            }
+        };
+        backoff.reset();
+        let unchanged = checkpoint.as_ref() == Some(&batch.checkpoint);
+        if !(batch.records.is_empty() && batch.dead_letters.is_empty() && unchanged) {
+            let outs = out_records(&topics, &id, &batch)?;
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.send_all(&outs))
+                .await?
+                .with_context(|| format!("publishing a batch of {id}"))?;
+            if let Err(e) = connector.committed(&batch.checkpoint).await {
+                tracing::warn!(connector = %id, error = %e, "after-commit step failed; it is retried on the next start");
+            }
+            summary.batches += 1;
+            summary.records += batch.records.len() as u64;
+            summary.dead_letters += batch.dead_letters.len() as u64;
+            emit(&id, &batch);
+        }
+        if let Some(p) = &batch.progress {
+            display.show(p);
+        }
+        checkpoint = Some(batch.checkpoint);
+        if batch.caught_up {
+            if opts.stop_when_caught_up {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(connector.poll_interval()) => {},
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+    display.finish();
+    health.set_ready(false);
+    tracing::info!(connector = %id, batches = summary.batches, records = summary.records,
+        dead_letters = summary.dead_letters, retries = summary.retries, "connector stopped");
+    Ok(summary)
+}
+
+/// The Kafka records of one batch: raw records, dead letters, then the checkpoint.
+fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<OutRecord>> {
+    let mut outs = Vec::with_capacity(batch.records.len() + batch.dead_letters.len() + 1);
+    for r in &batch.records {
+        outs.push(OutRecord {
+            topic: topics.raw(r.envelope.entity.as_str()),
+            key: r.key.clone().into_bytes(),
+            payload: rollcall_avro::encode_raw(&r.envelope),
+            headers: Vec::new(),
+        });
+    }
+    for d in &batch.dead_letters {
+        outs.push(OutRecord {
+            topic: topics.dead_letters(),
+            key: d.key.clone().unwrap_or_default(),
+            payload: d.payload.clone(),
+            headers: d.headers.to_pairs(),
+        });
+    }
+    let stored = StoredCheckpoint {
+        connector: id.to_string(),
+        checkpoint: batch.checkpoint.clone(),
+        committed_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    };
+    outs.push(OutRecord {
+        topic: topics.connector_checkpoints(),
+        key: id.as_bytes().to_vec(),
+        payload: serde_json::to_vec(&stored)?,
+        headers: Vec::new(),
+    });
+    Ok(outs)
+}
+
+fn emit(id: &str, batch: &Batch) {
+    for r in &batch.records {
+        metrics::counter!("rollcall_connector_records_total",
+            "connector" => id.to_string(), "entity" => r.envelope.entity.as_str())
+        .increment(1);
+    }
+    if !batch.dead_letters.is_empty() {
+        metrics::counter!("rollcall_connector_dead_letters_total", "connector" => id.to_string())
+            .increment(batch.dead_letters.len() as u64);
+    }
+    metrics::counter!("rollcall_connector_batches_total", "connector" => id.to_string())
+        .increment(1);
+    tracing::debug!(connector = %id, records = batch.records.len(),
+        dead_letters = batch.dead_letters.len(), checkpoint = %batch.checkpoint.0, "batch committed");
+}
+
+/// A progress bar on a terminal, a log line every few seconds otherwise.
+struct ProgressDisplay {
+    bar: Option<ProgressBar>,
+    last_log: Instant,
+}
+
+impl ProgressDisplay {
+    fn new(enabled: bool) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:28} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b
+        });
+        ProgressDisplay {
+            bar,
+            last_log: Instant::now() - Duration::from_secs(60),
+        }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        match &self.bar {
+            Some(b) => {
+                b.set_message(p.what.clone());
+                b.set_length(p.total.unwrap_or(p.done).max(p.done));
+                b.set_position(p.done);
+            }
+            None if self.last_log.elapsed() >= Duration::from_secs(5) => {
+                self.last_log = Instant::now();
+                tracing::info!(what = %p.what, done = p.done, total = ?p.total, "progress");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The Ed-Fi ODS/API connector. Syncs calendar dates, student school associations and
+//! school attendance events through Change Queries: an initial full load, then windows
+//! of change versions, each processed as key changes, then changes, then deletes.
+//! Only Ed-Fi logic lives here; publishing and checkpoints are the connector kit's.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rollcall_connector_kit::{
+    async_trait, rate_limiter, Batch, Checkpoint, ConnectorError, DeadLetter, DeadLetterHeaders,
+    Factory, Progress, SisConnector,
+};
+use serde::{Deserialize, Serialize};
+
+mod client;
+mod records;
+
+use client::EdfiClient;
+pub use records::{natural_key, record_from_item, ItemKind};
+
+/// The registration the `rollcall` CLI lists.
+pub const FACTORY: Factory = Factory {
+    kind: "edfi",
+    about: "Ed-Fi ODS/API change queries (OAuth2 client credentials)",
+    build,
+};
+
+/// The three resources rollcall needs, in the order they are synced within a window.
+pub const RESOURCES: [&str; 3] = [
+    "calendarDates",
+    "studentSchoolAssociations",
+    "studentSchoolAttendanceEvents",
+];
+
+/// `[connectors.<name>]` with `kind = "edfi"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdfiConfig {
+    /// The ODS/API root: `{base_url}/oauth/token`, `{base_url}/data/v3/ed-fi/...`,
+    /// `{base_url}/changeQueries/v1/...`.
+    pub base_url: String,
+    /// The district these records belong to (one host per district) ...
+    pub district_id: String,
+    /// ... or, for a state ODS serving many districts, each school's district.
+    #[serde(default)]
+    pub school_districts: HashMap<String, String>,
+    pub client_id: String,
+    /// Name of the environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Or a file holding it (container secrets).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    #[serde(default)]
+    pub paging: Paging,
+    /// Page tokens requested per resource and window with token paging.
+    #[serde(default = "default_partitions")]
+    pub token_partitions: u32,
+    /// Read each window from a snapshot (`Use-Snapshot: true`), where the host has them.
+    #[serde(default)]
+    pub use_snapshot: bool,
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+}
+
+fn default_page_size() -> u32 {
+    500
+}
+fn default_partitions() -> u32 {
+    4
+}
+fn default_rps() -> u32 {
+    20
+}
+fn default_poll() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Paging {
+    /// `offset` + `limit` (every ODS/API).
+    #[default]
+    Offset,
+    /// `partitions` → `pageToken` + `pageSize`, next token in `Next-Page-Token` (7.3+).
+    Token,
+}
+
+fn build(name: &str, section: serde_json::Value) -> anyhow::Result<Box<dyn SisConnector>> {
+    let cfg: EdfiConfig = serde_json::from_value(section)
+        .with_context(|| format!("connectors.{name}: invalid Ed-Fi settings"))?;
+    let secret = read_secret(name, &cfg)?;
+    Ok(Box::new(EdfiConnector::new(name, cfg, secret)?))
+}
+
+fn read_secret(name: &str, cfg: &EdfiConfig) -> anyhow::Result<String> {
+    match (&cfg.client_secret_env, &cfg.client_secret_file) {
+        (Some(var), None) => std::env::var(var).with_context(|| {
+            format!("connectors.{name}.client_secret_env names {var}, which is not set")
+        }),
+        (None, Some(path)) => Ok(std::fs::read_to_string(path)
+            .with_context(|| {
+                format!("connectors.{name}.client_secret_file: cannot read {}", path.display())
+            })?
+            .trim_end()
+            .to_string()),
+        _ => anyhow::bail!(
+            "connectors.{name}: set exactly one of client_secret_env or client_secret_file \
+             (secrets never go in the TOML file)"
+        ),
+    }
+}
+
+/// The sync position, saved as the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SyncState {
+    /// Every change up to this version is published (`None`: initial load not done).
+    done_version: Option<i64>,
+    window: Option<Window>,
+}
+
+/// A change-version window in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Window {
+    min: i64,
+    max: i64,
+    /// Index into the window's steps (see [`steps`]).
+    step: usize,
+    /// Items already read in this step (offset paging).
+    offset: u64,
+    /// Token paging: tokens still to read in this step, and the current one.
+    tokens: Option<Vec<String>>,
+    token: Option<String>,
+    /// Items published in this window so far, and the host's count when known.
+    done: u64,
+    total: Option<u64>,
+}
+
+/// The steps of a window: key changes, then changes, then deletes, per resource. The
+/// initial load has nothing to re-key or delete downstream, so it reads changes only.
+fn steps(initial: bool) -> Vec<(ItemKind, &'static str)> {
+    let mut v = Vec::new();
+    if !initial {
+        v.extend(RESOURCES.iter().map(|r| (ItemKind::KeyChange, *r)));
+    }
+    v.extend(RESOURCES.iter().map(|r| (ItemKind::Change, *r)));
+    if !initial {
+        v.extend(RESOURCES.iter().map(|r| (ItemKind::Delete, *r)));
+    }
+    v
+}
+
+pub struct EdfiConnector {
+    id: String,
+    cfg: EdfiConfig,
+    client: EdfiClient,
+}
+
+impl EdfiConnector {
+    pub fn new(name: &str, cfg: EdfiConfig, secret: String) -> anyhow::Result<Self> {
+        if cfg.page_size == 0 {
+            anyhow::bail!("connectors.{name}.page_size must be at least 1");
+        }
+        let client = EdfiClient::new(
+            &cfg.base_url,
+            cfg.client_id.clone(),
+            secret,
+            cfg.use_snapshot,
+            rate_limiter(cfg.requests_per_second),
+        )?;
+        Ok(EdfiConnector {
+            id: format!("edfi:{name}"),
+            cfg,
+            client,
+        })
+    }
+
+    fn district_of(&self, school_id: &str) -> String {
+        self.cfg
+            .school_districts
+            .get(school_id)
+            .cloned()
+            .unwrap_or_else(|| self.cfg.district_id.clone())
+    }
+}
+
+#[async_trait]
+impl SisConnector for EdfiConnector {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.cfg.poll_interval_secs)
+    }
+
+    async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {
+        let mut state: SyncState = match cp {
+            Some(c) => serde_json::from_value(c.0.clone()).map_err(|e| {
+                ConnectorError::fatal(format!("checkpoint of {} is not an Ed-Fi sync state: {e}", self.id))
+            })?,
+            None => SyncState::default(),
+        };
+        let Some(mut w) = state.window.clone() else {
+            // Between windows: is there anything new?
+            let versions = self.client.available_change_versions().await?;
+            let from = state.done_version.map(|v| v + 1).unwrap_or(0);
+            if versions.newest < from {
+                return Ok(empty(state, true));
+            }
+            state.window = Some(Window {
+                min: from,
+                max: versions.newest,
+                step: 0,
+                offset: 0,
+                tokens: None,
+                token: None,
+                done: 0,
+                total: None,
+            });
+            tracing::info!(connector = %self.id, min = from, max = versions.newest,
+                initial = state.done_version.is_none(), "new change-version window");
+            return Ok(empty(state, false));
+        };
+        let initial = state.done_version.is_none();
+        let steps = steps(initial);
+        if w.step >= steps.len() {
+            state.done_version = Some(w.max);
+            state.window = None;
+            return Ok(empty(state, false));
+        }
+        let (kind, resource) = steps[w.step];
+        let page = self.fetch(kind, resource, &mut w).await?;
+        let items = &page.items;
+        let mut records = Vec::with_capacity(items.len());
+        let mut dead_letters = Vec::new();
+        for item in items {
+            match record_from_item(kind, resource, item, w.max, &|s| self.district_of(s), &self.id)
+            {
+                Ok(r) => records.push(r),
+                // An item we cannot even key is kept whole, never dropped.
+                Err(reason) => dead_letters.push(DeadLetter {
+                    key: None,
+                    payload: item.get().as_bytes().to_vec(),
+                    headers: DeadLetterHeaders {
+                        stage: "connector-edfi".into(),
+                        kind: "edfi_item_unusable".into(),
+                        reason: format!("{resource} {} item: {reason}", kind.as_str()),
+                        district: Some(self.cfg.district_id.clone()),
+                        source_key: None,
+                        source_topic: None,
+                        source_partition: None,
+                        source_offset: None,
+                        source_file: Some(format!("{}{}", self.cfg.base_url, kind.path_suffix())),
+                    },
+                }),
+            }
+        }
+        w.done += items.len() as u64;
+        if let Some(t) = page.total_count {
+            w.total = Some(w.total.unwrap_or(0) + t);
+        }
+        let progress = Some(Progress {
+            what: format!("{resource} {}", kind.as_str()),
+            done: w.done,
+            total: w.total,
+        });
+        if page.step_finished {
+            w.step += 1;
+            w.offset = 0;
+            w.tokens = None;
+            w.token = None;
+        }
+        state.window = Some(w);
+        Ok(Batch {
+            records,
+            dead_letters,
+            checkpoint: Checkpoint(serde_json::to_value(&state).expect("state serializes")),
+            caught_up: false,
+            progress,
+        })
+    }
+}
+
+struct Fetched {
+    items: Vec<Box<serde_json::value::RawValue>>,
+    total_count: Option<u64>,
+    step_finished: bool,
+}
+
+impl EdfiConnector {
+    /// One page of the current step; advances the window's paging position.
+    async fn fetch(
+        &mut self,
+        kind: ItemKind,
+        resource: &str,
+        w: &mut Window,
+    ) -> Result<Fetched, ConnectorError> {
+        let path = format!("/data/v3/ed-fi/{resource}{}", kind.path_suffix());
+        let window = [
+            ("minChangeVersion", w.min.to_string()),
+            ("maxChangeVersion", w.max.to_string()),
+        ];
+        if self.cfg.paging == Paging::Token && kind == ItemKind::Change {
+            if w.tokens.is_none() {
+                let tokens = self
+                    .client
+                    .partitions(resource, self.cfg.token_partitions, w.min, w.max)
+                    .await?;
+                w.tokens = Some(tokens);
+            }
+            if w.token.is_none() {
+                w.token = w.tokens.as_mut().and_then(|t| {
+                    if t.is_empty() {
+                        None
+                    } else {
+                        Some(t.remove(0))
+                    }
+                });
+            }
+            let Some(token) = w.token.clone() else {
+                return Ok(Fetched {
+                    items: Vec::new(),
+                    total_count: None,
+                    step_finished: true,
+                });
+            };
+            let mut q = window.to_vec();
+            q.push(("pageToken", token));
+            q.push(("pageSize", self.cfg.page_size.to_string()));
+            let page = self.client.page(&path, &q).await?;
+            w.token = page.next_page_token.clone();
+            let finished = w.token.is_none() && w.tokens.as_ref().is_none_or(|t| t.is_empty());
+            return Ok(Fetched {
+                items: page.items,
+                total_count: None,
+                step_finished: finished,
+            });
+        }
+        let mut q = window.to_vec();
+        q.push(("offset", w.offset.to_string()));
+        q.push(("limit", self.cfg.page_size.to_string()));
+        if w.offset == 0 {
+            q.push(("totalCount", "true".to_string()));
+        }
+        let page = self.client.page(&path, &q).await?;
+        // A host may cap the page below `limit`, so only an empty page ends the step.
+        w.offset += page.items.len() as u64;
+        let finished = page.items.is_empty();
+        Ok(Fetched {
+            items: page.items,
+            total_count: page.total_count,
+            step_finished: finished,
+        })
+    }
+}
+
+fn empty(state: SyncState, caught_up: bool) -> Batch {
+    Batch {
+        records: Vec::new(),
+        dead_letters: Vec::new(),
+        checkpoint: Checkpoint(serde_json::to_value(&state).expect("state serializes")),
+        caught_up,
+        progress: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_process_key_changes_then_changes_then_deletes() {
+        let s = steps(false);
+        assert_eq!(s.len(), 9);
+        assert!(s[..3].iter().all(|(k, _)| *k == ItemKind::KeyChange));
+        assert!(s[3..6].iter().all(|(k, _)| *k == ItemKind::Change));
+        assert!(s[6..].iter().all(|(k, _)| *k == ItemKind::Delete));
+        assert!(steps(true).iter().all(|(k, _)| *k == ItemKind::Change));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file_never_the_toml() {
+        let base = serde_json::json!({
+            "base_url": "http://x", "district_id": "d", "client_id": "c"
+        });
+        let cfg: EdfiConfig = serde_json::from_value(base.clone()).unwrap();
+        let err = read_secret("h", &cfg).unwrap_err().to_string();
+        assert!(err.contains("client_secret_env"), "{err}");
+        let mut with = base.clone();
+        with["client_secret"] = "oops".into();
+        assert!(serde_json::from_value::<EdfiConfig>(with).is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,227 @@
+//! Ed-Fi items → raw records: natural keys, Kafka keys and source versions.
+//!
+//! Source versions order everything the connector publishes for one record:
+//! `4·cv + 0` for a key change (exact change version `cv`), `4·max + 1` for a changed
+//! record read in the window `(min, max]` (items carry no change version of their own),
+//! `4·cv + 2` for a delete. So within a window a key change is overridden by the full
+//! record that follows it, and a delete wins only if nothing re-created the record later.
+
+use rollcall_connector_kit::{Entity, PayloadFormat, RawEnvelope, RawOperation, RawRecord};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    KeyChange,
+    Change,
+    Delete,
+}
+
+impl ItemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::KeyChange => "key changes",
+            ItemKind::Change => "changes",
+            ItemKind::Delete => "deletes",
+        }
+    }
+    pub fn path_suffix(self) -> &'static str {
+        match self {
+            ItemKind::KeyChange => "/keyChanges",
+            ItemKind::Change => "",
+            ItemKind::Delete => "/deletes",
+        }
+    }
+}
+
+fn entity_of(resource: &str) -> Result<Entity, String> {
+    match resource {
+        "studentSchoolAttendanceEvents" => Ok(Entity::Attendance),
+        "studentSchoolAssociations" => Ok(Entity::Enrollment),
+        "calendarDates" => Ok(Entity::Calendar),
+        other => Err(format!("resource {other} is not one rollcall reads")),
+    }
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+/// The identity of a changed resource item, flattened the way Ed-Fi flattens
+/// `keyValues` in deletes and key changes.
+fn key_values_of_change(resource: &str, item: &Value) -> Result<Map<String, Value>, String> {
+    let fields: &[(&str, &[&str])] = match resource {
+        "studentSchoolAttendanceEvents" => &[
+            ("attendanceEventCategoryDescriptor", &["attendanceEventCategoryDescriptor"]),
+            ("eventDate", &["eventDate"]),
+            ("schoolId", &["schoolReference", "schoolId"]),
+            ("schoolYear", &["sessionReference", "schoolYear"]),
+            ("sessionName", &["sessionReference", "sessionName"]),
+            ("studentUniqueId", &["studentReference", "studentUniqueId"]),
+        ],
+        "studentSchoolAssociations" => &[
+            ("entryDate", &["entryDate"]),
+            ("schoolId", &["schoolReference", "schoolId"]),
+            ("studentUniqueId", &["studentReference", "studentUniqueId"]),
+        ],
+        "calendarDates" => &[
+            ("calendarCode", &["calendarReference", "calendarCode"]),
+            ("date", &["date"]),
+            ("schoolId", &["calendarReference", "schoolId"]),
+            ("schoolYear", &["calendarReference", "schoolYear"]),
+        ],
+        other => return Err(format!("resource {other} is not one rollcall reads")),
+    };
+    let mut m = Map::new();
+    for (name, path) in fields {
+        let v = get(item, path).ok_or_else(|| format!("missing {}", path.join(".")))?;
+        m.insert((*name).to_string(), v.clone());
+    }
+    Ok(m)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `resource:k1=v1|k2=v2...` with keys sorted: the same for a change, a delete and a
+/// key change of the same record.
+pub fn natural_key(resource: &str, kv: &Map<String, Value>) -> String {
+    let mut parts: Vec<(&String, &Value)> = kv.iter().collect();
+    parts.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()));
+    let body: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
+    format!("{resource}:{}", body.join("|"))
+}
+
+fn field<'a>(kv: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    kv.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Build the raw record for one item. `window_max` is the window's upper change version;
+/// `district_of` maps a school id to its district.
+pub fn record_from_item(
+    kind: ItemKind,
+    resource: &str,
+    item: &RawValue,
+    window_max: i64,
+    district_of: &dyn Fn(&str) -> String,
+    source_instance: &str,
+) -> Result<RawRecord, String> {
+    let entity = entity_of(resource)?;
+    let v: Value = serde_json::from_str(item.get()).map_err(|e| format!("not JSON: {e}"))?;
+    let change_version = || {
+        v.get("changeVersion")
+            .and_then(Value::as_i64)
+            .unwrap_or(window_max)
+    };
+    let as_map = |name: &str| -> Result<Map<String, Value>, String> {
+        v.get(name)
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| format!("missing {name}"))
+    };
+    let (operation, kv, old_kv, version) = match kind {
+        ItemKind::Change => (
+            RawOperation::Upsert,
+            key_values_of_change(resource, &v)?,
+            None,
+            4 * window_max + 1,
+        ),
+        ItemKind::Delete => (RawOperation::Delete, as_map("keyValues")?, None, 4 * change_version() + 2),
+        ItemKind::KeyChange => (
+            RawOperation::KeyChange,
+            as_map("newKeyValues")?,
+            Some(as_map("oldKeyValues")?),
+            4 * change_version(),
+        ),
+    };
+    let school = field(&kv, "schoolId")
+        .map(text)
+        .ok_or("missing schoolId in the key")?;
+    let district = district_of(&school);
+    let key = match entity {
+        Entity::Calendar => rollcall_model::school_key(&district, &school),
+        _ => {
+            let student = field(&kv, "studentUniqueId")
+                .map(text)
+                .ok_or("missing studentUniqueId in the key")?;
+            rollcall_model::student_key(&district, &student)
+        }
+    };
+    let observed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Ok(RawRecord {
+        key,
+        envelope: RawEnvelope {
+            source_system: "edfi".into(),
+            source_instance: source_instance.to_string(),
+            district_id: district,
+            entity,
+            operation,
+            natural_key: natural_key(resource, &kv),
+            old_natural_key: old_kv.map(|o| natural_key(resource, &o)),
+            source_version: version,
+            observed_at_ms,
+            payload_format: PayloadFormat::EdfiJson,
+            payload: item.get().as_bytes().to_vec(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    const EVENT: &str = r#"{"id":"x","schoolReference":{"schoolId":255901107},
+      "sessionReference":{"schoolId":255901107,"schoolYear":2011,"sessionName":"2010-2011 Fall Semester"},
+      "studentReference":{"studentUniqueId":"604877"},
+      "attendanceEventCategoryDescriptor":"uri://ed-fi.org/AttendanceEventCategoryDescriptor#Unexcused Absence",
+      "eventDate":"2010-08-25","eventDuration":1}"#;
+
+    #[test]
+    fn a_change_and_a_delete_of_the_same_event_share_the_natural_key() {
+        let d = |_: &str| "d1".to_string();
+        let up = record_from_item(ItemKind::Change, "studentSchoolAttendanceEvents", &raw(EVENT), 10, &d, "edfi:t").unwrap();
+        let del = raw(r#"{"id":"x","changeVersion":12,"keyValues":{"attendanceEventCategoryDescriptor":"uri://ed-fi.org/AttendanceEventCategoryDescriptor#Unexcused Absence","eventDate":"2010-08-25","schoolId":255901107,"schoolYear":2011,"sessionName":"2010-2011 Fall Semester","studentUniqueId":"604877"}}"#);
+        let del = record_from_item(ItemKind::Delete, "studentSchoolAttendanceEvents", &del, 20, &d, "edfi:t").unwrap();
+        assert_eq!(up.envelope.natural_key, del.envelope.natural_key);
+        assert_eq!(up.key, "d1/604877");
+        assert_eq!(up.envelope.payload, EVENT.as_bytes(), "payload is the bytes as sent");
+        assert_eq!(up.envelope.source_version, 41);
+        assert_eq!(del.envelope.source_version, 50);
+        assert_eq!(del.envelope.operation, RawOperation::Delete);
+    }
+
+    #[test]
+    fn key_changes_carry_old_and_new_keys_and_sort_before_the_full_record() {
+        let d = |_: &str| "d1".to_string();
+        let kc = raw(r#"{"id":"x","changeVersion":7,
+          "oldKeyValues":{"attendanceEventCategoryDescriptor":"Unexcused Absence","eventDate":"2010-08-25","schoolId":1,"schoolYear":2011,"sessionName":"F","studentUniqueId":"s"},
+          "newKeyValues":{"attendanceEventCategoryDescriptor":"Excused Absence","eventDate":"2010-08-25","schoolId":1,"schoolYear":2011,"sessionName":"F","studentUniqueId":"s"}}"#);
+        let r = record_from_item(ItemKind::KeyChange, "studentSchoolAttendanceEvents", &kc, 7, &d, "edfi:t").unwrap();
+        assert_eq!(r.envelope.operation, RawOperation::KeyChange);
+        assert!(r.envelope.natural_key.contains("Excused Absence"));
+        assert!(r.envelope.old_natural_key.as_deref().unwrap().contains("Unexcused Absence"));
+        assert!(r.envelope.source_version < 4 * 7 + 1);
+    }
+
+    #[test]
+    fn an_item_without_its_key_is_an_error_not_a_panic() {
+        let d = |_: &str| "d1".to_string();
+        let e = record_from_item(ItemKind::Change, "studentSchoolAttendanceEvents", &raw(r#"{"eventDate":"2020-01-01"}"#), 1, &d, "t").unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+        let e = record_from_item(ItemKind::Delete, "calendarDates", &raw(r#"[1,2]"#), 1, &d, "t").unwrap_err();
+        assert!(e.contains("keyValues"), "{e}");
+    }
+}
