@@ -1,0 +1,491 @@
+//! The SIS file-drop connector. Watches one inbox directory per district for attendance,
+//! enrollment and calendar exports, maps their columns (a preset per SIS, overridable)
+//! to the raw envelope's flat fields, and streams rows out a batch at a time — files
+//! larger than memory work. Each file is ingested exactly once (its SHA-256 is in the
+//! checkpoint) and then moved to `done/`, or to `rejected/` with a `.reason.txt`.
+//! Only file logic lives here; publishing and checkpoints are the connector kit's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rollcall_connector_kit::{
+    async_trait, Batch, Checkpoint, ConnectorError, DeadLetter, DeadLetterHeaders, Entity,
+    Factory, PayloadFormat, Progress, RawEnvelope, RawOperation, RawRecord, SisConnector,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub mod presets;
+mod rows;
+
+pub use presets::{preset, Preset, PRESETS};
+use rows::{RowError, RowReader};
+
+/// The registration the `rollcall` CLI lists.
+pub const FACTORY: Factory = Factory {
+    kind: "csv",
+    about: "SIS file drops: CSV exports in an inbox directory",
+    build,
+};
+
+/// How many checkpointed file digests to remember (older duplicates are still caught
+/// by their name being in `done/`).
+const DIGESTS_KEPT: usize = 100_000;
+
+/// `[connectors.<name>]` with `kind = "csv"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    pub district_id: String,
+    /// Watched directory; processed files move to `<inbox>/done`, refused ones to
+    /// `<inbox>/rejected`.
+    pub inbox: PathBuf,
+    /// `generic`, `powerschool`, `infinite_campus`, `skyward` or `aeries`.
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    /// Per-entity column overrides: `[connectors.<name>.columns.attendance] code = "AttCode"`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, BTreeMap<String, String>>,
+    /// `auto` (UTF-8, with or without BOM; a row that is not UTF-8 is read as
+    /// Windows-1252), `utf-8` or `windows-1252`.
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// File name prefixes that say which entity a file holds.
+    #[serde(default)]
+    pub file_prefixes: Option<BTreeMap<String, String>>,
+    #[serde(default = "default_rows")]
+    pub rows_per_batch: usize,
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+}
+
+fn default_preset() -> String {
+    "generic".into()
+}
+fn default_encoding() -> String {
+    "auto".into()
+}
+fn default_delimiter() -> char {
+    ','
+}
+fn default_rows() -> usize {
+    5_000
+}
+fn default_poll() -> u64 {
+    10
+}
+
+fn build(name: &str, section: serde_json::Value) -> anyhow::Result<Box<dyn SisConnector>> {
+    let cfg: CsvConfig = serde_json::from_value(section)
+        .with_context(|| format!("connectors.{name}: invalid file-drop settings"))?;
+    Ok(Box::new(CsvConnector::new(name, cfg)?))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Auto,
+    Utf8,
+    Windows1252,
+}
+
+/// The checkpoint: which files are done, and where we are in the current one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct FileState {
+    files_done: u64,
+    /// SHA-256 of ingested files, most recent last.
+    digests: VecDeque<String>,
+    current: Option<Current>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Current {
+    file: String,
+    digest: String,
+    /// Data rows already published (or dead-lettered).
+    rows_done: u64,
+    /// The file's sequence number (source versions of its rows start above it).
+    seq: u64,
+}
+
+pub struct CsvConnector {
+    id: String,
+    cfg: CsvConfig,
+    preset: Preset,
+    encoding: Encoding,
+    prefixes: Vec<(String, Entity)>,
+    /// The open file matching the checkpoint's `current`, kept across batches.
+    open: Option<(Current, Entity, RowReader<BufReader<File>>)>,
+}
+
+impl CsvConnector {
+    pub fn new(name: &str, cfg: CsvConfig) -> anyhow::Result<Self> {
+        let mut preset = preset(&cfg.preset).with_context(|| {
+            format!("connectors.{name}.preset: unknown preset `{}` (known: {PRESETS:?})", cfg.preset)
+        })?;
+        for (entity, cols) in &cfg.columns {
+            let e: Entity = entity
+                .parse()
+                .map_err(|_| anyhow::anyhow!("connectors.{name}.columns.{entity}: not an entity (attendance, enrollment, calendar)"))?;
+            let map = match e {
+                Entity::Attendance => &mut preset.attendance,
+                Entity::Enrollment => &mut preset.enrollment,
+                Entity::Calendar => &mut preset.calendar,
+            };
+            for (field, header) in cols {
+                let f = rows::FIELDS.iter().find(|f| **f == field.as_str()).with_context(|| {
+                    format!("connectors.{name}.columns.{entity}.{field}: not a field (known: {:?})", rows::FIELDS)
+                })?;
+                map.insert(f, header.clone());
+            }
+        }
+        let encoding = match cfg.encoding.to_ascii_lowercase().as_str() {
+            "auto" => Encoding::Auto,
+            "utf-8" | "utf8" => Encoding::Utf8,
+            "windows-1252" | "cp1252" | "latin1" => Encoding::Windows1252,
+            other => anyhow::bail!("connectors.{name}.encoding: `{other}` is not auto, utf-8 or windows-1252"),
+        };
+        if !cfg.delimiter.is_ascii() {
+            anyhow::bail!("connectors.{name}.delimiter must be one ASCII character");
+        }
+        let mut prefixes = vec![
+            ("attendance".to_string(), Entity::Attendance),
+            ("enrollment".to_string(), Entity::Enrollment),
+            ("calendar".to_string(), Entity::Calendar),
+        ];
+        if let Some(p) = &cfg.file_prefixes {
+            prefixes.clear();
+            for (entity, prefix) in p {
+                let e: Entity = entity.parse().map_err(|_| {
+                    anyhow::anyhow!("connectors.{name}.file_prefixes.{entity}: not an entity")
+                })?;
+                prefixes.push((prefix.to_lowercase(), e));
+            }
+        }
+        for sub in ["done", "rejected"] {
+            std::fs::create_dir_all(cfg.inbox.join(sub))
+                .with_context(|| format!("connectors.{name}.inbox: cannot create {}/{sub}", cfg.inbox.display()))?;
+        }
+        Ok(CsvConnector {
+            id: format!("csv:{name}"),
+            cfg,
+            preset,
+            encoding,
+            prefixes,
+            open: None,
+        })
+    }
+
+    fn entity_of(&self, file: &str) -> Option<Entity> {
+        let lower = file.to_lowercase();
+        self.prefixes
+            .iter()
+            .find(|(p, _)| lower.starts_with(p.as_str()))
+            .map(|(_, e)| *e)
+    }
+
+    /// Files waiting in the inbox, oldest name first (exports are named by date).
+    fn waiting(&self) -> Result<Vec<String>, ConnectorError> {
+        let rd = std::fs::read_dir(&self.cfg.inbox).map_err(|e| {
+            ConnectorError::transient(format!("reading inbox {}: {e}", self.cfg.inbox.display()))
+        })?;
+        let mut names: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            // still being written, or hidden
+            .filter(|n| !n.starts_with('.') && !n.ends_with(".tmp") && !n.ends_with(".part"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn move_to(&self, file: &str, sub: &str, reason: Option<&str>) {
+        let from = self.cfg.inbox.join(file);
+        let to = self.cfg.inbox.join(sub).join(file);
+        if let Err(e) = std::fs::rename(&from, &to) {
+            tracing::warn!(file, error = %e, "could not move file to {sub}/");
+        }
+        if let Some(r) = reason {
+            let _ = std::fs::write(self.cfg.inbox.join(sub).join(format!("{file}.reason.txt")), r);
+        }
+    }
+
+    fn open_file(&self, cur: &Current, entity: Entity) -> Result<RowReader<BufReader<File>>, String> {
+        let path = self.cfg.inbox.join(&cur.file);
+        let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut reader = RowReader::new(
+            BufReader::with_capacity(1 << 20, f),
+            self.cfg.delimiter as u8,
+            self.encoding,
+            self.preset.columns(entity).clone(),
+            self.preset.date_formats,
+            entity,
+        )?;
+        reader.skip_rows(cur.rows_done).map_err(|e| e.to_string())?;
+        Ok(reader)
+    }
+}
+
+/// SHA-256 of a file, streamed.
+pub fn digest_file(path: &Path) -> std::io::Result<String> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[async_trait]
+impl SisConnector for CsvConnector {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.cfg.poll_interval_secs)
+    }
+
+    async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {
+        let mut state: FileState = match cp {
+            Some(c) => serde_json::from_value(c.0.clone()).map_err(|e| {
+                ConnectorError::fatal(format!("checkpoint of {} is not a file-drop state: {e}", self.id))
+            })?,
+            None => FileState::default(),
+        };
+        // Pick the next file when none is in progress.
+        if state.current.is_none() {
+            let mut picked = None;
+            for name in self.waiting()? {
+                let path = self.cfg.inbox.join(&name);
+                let digest = digest_file(&path)
+                    .map_err(|e| ConnectorError::transient(format!("reading {}: {e}", path.display())))?;
+                if state.digests.contains(&digest) {
+                    tracing::info!(file = %name, "already ingested (same content); moving to done/");
+                    metrics_duplicate(&self.id);
+                    self.move_to(&name, "done", Some("duplicate: this exact content was already ingested"));
+                    continue;
+                }
+                picked = Some((name, digest));
+                break;
+            }
+            let Some((file, digest)) = picked else {
+                return Ok(batch(state, Vec::new(), Vec::new(), true, None));
+            };
+            state.current = Some(Current {
+                file,
+                digest,
+                rows_done: 0,
+                seq: state.files_done + 1,
+            });
+        }
+        let cur = state.current.clone().expect("set above");
+        let Some(entity) = self.entity_of(&cur.file) else {
+            let reason = format!(
+                "file name `{}` does not start with a known prefix ({:?}); rename it and drop it again",
+                cur.file,
+                self.prefixes.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>()
+            );
+            return Ok(self.reject(state, &cur, reason));
+        };
+        // Reuse the open reader if it is exactly where the checkpoint says.
+        let reuse = matches!(&self.open, Some((c, _, _)) if c == &cur);
+        if !reuse {
+            self.open = None;
+            match self.open_file(&cur, entity) {
+                Ok(r) => self.open = Some((cur.clone(), entity, r)),
+                Err(reason) => return Ok(self.reject(state, &cur, reason)),
+            }
+        }
+        let (_, _, reader) = self.open.as_mut().expect("opened above");
+        let mut records = Vec::new();
+        let mut dead = Vec::new();
+        let mut rows = 0u64;
+        let mut eof = false;
+        while records.len() + dead.len() < self.cfg.rows_per_batch {
+            match reader.next_row() {
+                None => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(row)) => {
+                    rows += 1;
+                    let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
+                    records.push(to_record(&self.cfg.district_id, &self.id, entity, row, version));
+                }
+                Some(Err(RowError::Row { line, reason, raw })) => {
+                    rows += 1;
+                    dead.push(DeadLetter {
+                        key: None,
+                        payload: raw,
+                        headers: DeadLetterHeaders {
+                            stage: "connector-csv".into(),
+                            kind: "csv_row_invalid".into(),
+                            reason,
+                            district: Some(self.cfg.district_id.clone()),
+                            source_key: None,
+                            source_topic: None,
+                            source_partition: None,
+                            source_offset: None,
+                            source_file: Some(format!("{}:{line}", cur.file)),
+                        },
+                    });
+                }
+                Some(Err(RowError::File(reason))) => {
+                    self.open = None;
+                    return Ok(self.reject(state, &cur, reason));
+                }
+            }
+        }
+        let mut next = cur.clone();
+        next.rows_done += rows;
+        let progress = Some(Progress {
+            what: cur.file.clone(),
+            done: next.rows_done,
+            total: None,
+        });
+        if eof {
+            self.open = None;
+            state.files_done += 1;
+            state.digests.push_back(cur.digest.clone());
+            while state.digests.len() > DIGESTS_KEPT {
+                state.digests.pop_front();
+            }
+            state.current = None;
+            tracing::info!(file = %cur.file, rows = next.rows_done, "file ingested");
+        } else {
+            state.current = Some(next.clone());
+            if let Some((c, _, _)) = self.open.as_mut() {
+                *c = next;
+            }
+        }
+        Ok(batch(state, records, dead, false, progress))
+    }
+
+    /// After the checkpoint that finished a file is committed, move it out of the inbox.
+    async fn committed(&mut self, cp: &Checkpoint) -> Result<(), ConnectorError> {
+        let state: FileState = serde_json::from_value(cp.0.clone())
+            .map_err(|e| ConnectorError::fatal(e.to_string()))?;
+        if state.current.is_none() {
+            for name in self.waiting()? {
+                // Finished files: their digest is the newest in the checkpoint.
+                if let Some(last) = state.digests.back() {
+                    let path = self.cfg.inbox.join(&name);
+                    if digest_file(&path).ok().as_ref() == Some(last) {
+                        self.move_to(&name, "done", None);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CsvConnector {
+    /// Refuse a whole file: it moves to `rejected/` with the reason beside it, and the
+    /// checkpoint records it as done so it is not tried again.
+    fn reject(&mut self, mut state: FileState, cur: &Current, reason: String) -> Batch {
+        tracing::warn!(file = %cur.file, %reason, "file rejected");
+        metrics_rejected(&self.id);
+        self.move_to(&cur.file, "rejected", Some(&reason));
+        state.files_done += 1;
+        state.digests.push_back(cur.digest.clone());
+        state.current = None;
+        let dl = DeadLetter {
+            key: None,
+            payload: Vec::new(),
+            headers: DeadLetterHeaders {
+                stage: "connector-csv".into(),
+                kind: "csv_file_rejected".into(),
+                reason,
+                district: Some(self.cfg.district_id.clone()),
+                source_key: None,
+                source_topic: None,
+                source_partition: None,
+                source_offset: None,
+                source_file: Some(format!("rejected/{}", cur.file)),
+            },
+        };
+        batch(state, Vec::new(), vec![dl], false, None)
+    }
+}
+
+fn metrics_duplicate(id: &str) {
+    metrics::counter!("rollcall_connector_duplicate_files_total", "connector" => id.to_string())
+        .increment(1);
+}
+
+fn metrics_rejected(id: &str) {
+    metrics::counter!("rollcall_connector_rejected_files_total", "connector" => id.to_string())
+        .increment(1);
+}
+
+fn batch(
+    state: FileState,
+    records: Vec<RawRecord>,
+    dead_letters: Vec<DeadLetter>,
+    caught_up: bool,
+    progress: Option<Progress>,
+) -> Batch {
+    Batch {
+        records,
+        dead_letters,
+        checkpoint: Checkpoint(serde_json::to_value(&state).expect("state serializes")),
+        caught_up,
+        progress,
+    }
+}
+
+fn to_record(district: &str, source: &str, entity: Entity, mut row: rows::Row, version: i64) -> RawRecord {
+    let op = row.fields.remove("operation").unwrap_or_default();
+    let f = |k: &str| row.fields.get(k).map(String::as_str).unwrap_or("");
+    let (key, natural) = match entity {
+        Entity::Attendance => (
+            rollcall_model::student_key(district, f("student_id")),
+            format!("attendance:{}|{}|{}", f("school_id"), f("student_id"), f("date")),
+        ),
+        Entity::Enrollment => (
+            rollcall_model::student_key(district, f("student_id")),
+            format!("enrollment:{}|{}|{}", f("school_id"), f("student_id"), f("entry_date")),
+        ),
+        Entity::Calendar => (
+            rollcall_model::school_key(district, f("school_id")),
+            format!("calendar:{}|{}|{}", f("school_id"), f("calendar_code"), f("date")),
+        ),
+    };
+    let operation = match op.to_ascii_lowercase().as_str() {
+        "delete" | "d" | "deleted" => RawOperation::Delete,
+        _ => RawOperation::Upsert,
+    };
+    let observed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    RawRecord {
+        key,
+        envelope: RawEnvelope {
+            source_system: "csv".into(),
+            source_instance: source.to_string(),
+            district_id: district.to_string(),
+            entity,
+            operation,
+            natural_key: natural,
+            old_natural_key: None,
+            source_version: version,
+            observed_at_ms,
+            payload_format: PayloadFormat::FlatJson,
+            payload: serde_json::to_vec(&row.fields).expect("strings serialize"),
+        },
+    }
+}

@@ -1,0 +1,6 @@
+//! `rollcall-connector-csv`: the file-drop connector as its own small binary (container
+//! images). Same code as `rollcall connector run <name>`.
+
+fn main() {
+    rollcall_connector_kit::binary_main(rollcall_connector_csv::FACTORY);
+}
