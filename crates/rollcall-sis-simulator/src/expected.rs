@@ -1,0 +1,469 @@
+//! Expected metrics: a plain batch calculation over the facts visible on a day, under
+//! DESIGN.md's default policy. Written independently of the pipeline and kept obvious:
+//! loops over instructional days, enrollments and events, exact milli-day integers.
+//!
+//! The default policy, as implemented here:
+//! - enrolled day = an instructional day of the student's school ("Instructional day" or
+//!   "Make-up day") between entry and exit date, **exit date inclusive**, ≤ `as_of`;
+//! - a day's absence = min(1, Σ duration of its excused, unexcused and out-of-school
+//!   suspension events) — **fractional** partial days; in-school suspension, tardy,
+//!   early departure and present events count present; a day with no event is present
+//!   (for positive-attendance districts it is also counted in `days_missing`);
+//! - chronically absent = absence rate ≥ 10% with ≥ 10 enrolled days;
+//! - tiers: satisfactory < 5% ≤ at_risk < 10% ≤ moderate_chronic < 20% ≤ severe_chronic;
+//! - truant = unexcused days (sum of fractions) ≥ 3;
+//! - schools count a student per school (FS195); districts and the state count distinct
+//!   students (`district_id`, `student_id`), each judged on their days summed over the
+//!   schools of that district.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::model::{Category, Fact, World};
+
+/// Students enrolled fewer days than this are not judged.
+pub const MIN_ENROLLED_DAYS: u64 = 10;
+/// Chronic threshold and tier cut points, in percent.
+pub const CHRONIC_PERCENT: u64 = 10;
+pub const AT_RISK_PERCENT: u64 = 5;
+pub const SEVERE_PERCENT: u64 = 20;
+/// Unexcused days (in milli-days) at which a student is truant.
+pub const TRUANCY_MILLI: u64 = 3000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Satisfactory,
+    AtRisk,
+    ModerateChronic,
+    SevereChronic,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Satisfactory => "satisfactory",
+            Tier::AtRisk => "at_risk",
+            Tier::ModerateChronic => "moderate_chronic",
+            Tier::SevereChronic => "severe_chronic",
+        }
+    }
+
+    /// The tier of `absent_milli` absent milli-days over `enrolled` days (exact integers).
+    pub fn of(absent_milli: u64, enrolled: u64) -> Tier {
+        let pct_times = |p: u64| absent_milli * 100 >= p * enrolled * 1000;
+        if pct_times(SEVERE_PERCENT) {
+            Tier::SevereChronic
+        } else if pct_times(CHRONIC_PERCENT) {
+            Tier::ModerateChronic
+        } else if pct_times(AT_RISK_PERCENT) {
+            Tier::AtRisk
+        } else {
+            Tier::Satisfactory
+        }
+    }
+}
+
+/// Day counts of one student at one school (or summed over a district's schools).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Days {
+    pub enrolled: u64,
+    pub absent_milli: u64,
+    pub excused_milli: u64,
+    pub unexcused_milli: u64,
+    pub suspended_milli: u64,
+    pub in_school_suspension: u64,
+    pub tardy: u64,
+    pub missing: u64,
+}
+
+impl Days {
+    fn add(&mut self, o: &Days) {
+        self.enrolled += o.enrolled;
+        self.absent_milli += o.absent_milli;
+        self.excused_milli += o.excused_milli;
+        self.unexcused_milli += o.unexcused_milli;
+        self.suspended_milli += o.suspended_milli;
+        self.in_school_suspension += o.in_school_suspension;
+        self.tardy += o.tardy;
+        self.missing += o.missing;
+    }
+
+    pub fn meets_min_enrollment(&self) -> bool {
+        self.enrolled >= MIN_ENROLLED_DAYS
+    }
+
+    pub fn chronically_absent(&self) -> bool {
+        self.meets_min_enrollment()
+            && self.absent_milli * 100 >= CHRONIC_PERCENT * self.enrolled * 1000
+    }
+
+    pub fn tier(&self) -> Option<Tier> {
+        (self.enrolled > 0).then(|| Tier::of(self.absent_milli, self.enrolled))
+    }
+
+    pub fn absence_rate(&self) -> f64 {
+        if self.enrolled == 0 {
+            0.0
+        } else {
+            self.absent_milli as f64 / 1000.0 / self.enrolled as f64
+        }
+    }
+}
+
+fn days_f(milli: u64) -> f64 {
+    milli as f64 / 1000.0
+}
+
+/// One student at one school.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudentSchoolRow {
+    pub district_id: String,
+    pub school_id: u64,
+    pub student_id: String,
+    pub days_enrolled: u64,
+    pub days_absent: f64,
+    pub days_excused: f64,
+    pub days_unexcused: f64,
+    /// Out-of-school suspension days (absent).
+    pub days_suspended: f64,
+    /// In-school suspension days (present).
+    pub days_in_school_suspension: u64,
+    /// Days with a tardy or early-departure event.
+    pub days_tardy: u64,
+    /// Positive-attendance districts only: enrolled days with no record (counted present).
+    pub days_missing: u64,
+    pub absence_rate: f64,
+    pub meets_min_enrollment: bool,
+    pub chronically_absent: bool,
+    pub tier: Tier,
+    pub truant: bool,
+}
+
+/// Counts over a set of judged students (a school, a district, the state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    /// Students with at least one enrolled day.
+    pub students_enrolled: u64,
+    /// Students with at least [`MIN_ENROLLED_DAYS`] enrolled days (the denominator).
+    pub students_meeting_min_enrollment: u64,
+    pub chronically_absent: u64,
+    /// chronically_absent ÷ students_meeting_min_enrollment (0 when none).
+    pub chronic_absence_rate: f64,
+    /// Tier counts among students meeting the minimum enrollment.
+    pub satisfactory: u64,
+    pub at_risk: u64,
+    pub moderate_chronic: u64,
+    pub severe_chronic: u64,
+    pub truant: u64,
+    pub days_enrolled: u64,
+    pub days_absent: f64,
+}
+
+impl Counts {
+    fn judge(&mut self, d: &Days) {
+        if d.enrolled == 0 {
+            return;
+        }
+        self.students_enrolled += 1;
+        self.days_enrolled += d.enrolled;
+        self.days_absent += days_f(d.absent_milli);
+        if d.unexcused_milli >= TRUANCY_MILLI {
+            self.truant += 1;
+        }
+        if !d.meets_min_enrollment() {
+            return;
+        }
+        self.students_meeting_min_enrollment += 1;
+        if d.chronically_absent() {
+            self.chronically_absent += 1;
+        }
+        match d.tier().expect("enrolled") {
+            Tier::Satisfactory => self.satisfactory += 1,
+            Tier::AtRisk => self.at_risk += 1,
+            Tier::ModerateChronic => self.moderate_chronic += 1,
+            Tier::SevereChronic => self.severe_chronic += 1,
+        }
+        self.chronic_absence_rate =
+            self.chronically_absent as f64 / self.students_meeting_min_enrollment as f64;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SchoolRow {
+    pub district_id: String,
+    pub school_id: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DistrictRow {
+    pub district_id: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Expected results as of a date.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expected {
+    /// Instructional days up to and including this date count.
+    pub as_of: NaiveDate,
+    /// Facts visible at the end of this simulated day are used.
+    pub visible_through: NaiveDate,
+    pub newest_change_version: u64,
+    /// Sorted by district, school, student.
+    pub students: Vec<StudentSchoolRow>,
+    pub schools: Vec<SchoolRow>,
+    pub districts: Vec<DistrictRow>,
+    pub state: Counts,
+}
+
+/// Expected metrics for instructional days ≤ `as_of`, from the facts visible at the end
+/// of simulated day `as_of` — what a correct pipeline shows after replaying the feeds
+/// through that day.
+pub fn expected_metrics(world: &World, as_of: NaiveDate) -> Expected {
+    expected_metrics_at(world, as_of, as_of)
+}
+
+/// Expected metrics for instructional days ≤ `as_of` from the facts visible at the end
+/// of `visible_through` (e.g. `world.last_day` for the final truth of a past date).
+pub fn expected_metrics_at(world: &World, as_of: NaiveDate, visible_through: NaiveDate) -> Expected {
+    let view = world.visible_through(visible_through);
+    let facts = view.current_facts();
+
+    // Instructional days per school.
+    let mut instructional: HashMap<u32, BTreeSet<NaiveDate>> = HashMap::new();
+    for fact in facts.values() {
+        if let Fact::CalendarDate(c) = fact {
+            if c.event.is_instructional() && c.date <= as_of {
+                instructional.entry(c.school).or_default().insert(c.date);
+            }
+        }
+    }
+    // Events per (school, student, date).
+    let mut events: HashMap<(u32, u32, NaiveDate), Vec<Category>> = HashMap::new();
+    let mut durations: HashMap<(u32, u32, NaiveDate), Vec<(Category, u64)>> = HashMap::new();
+    for fact in facts.values() {
+        if let Fact::Attendance(a) = fact {
+            let k = (a.school, a.student, a.date);
+            events.entry(k).or_default().push(a.category);
+            durations
+                .entry(k)
+                .or_default()
+                .push((a.category, u64::from(a.absent_milli)));
+        }
+    }
+    // Enrolled days per (school, student): a set, so overlapping enrollments at one
+    // school never count a day twice.
+    let mut enrolled: BTreeMap<(u32, u32), BTreeSet<NaiveDate>> = BTreeMap::new();
+    for fact in facts.values() {
+        if let Fact::Enrollment(e) = fact {
+            let set = enrolled.entry((e.school, e.student)).or_default();
+            if let Some(days) = instructional.get(&e.school) {
+                for d in days.range(e.entry_date..) {
+                    if e.exit_date.is_some_and(|x| *d > x) {
+                        break;
+                    }
+                    set.insert(*d);
+                }
+            }
+        }
+    }
+
+    let mut per_school_student: BTreeMap<(u32, u32), Days> = BTreeMap::new();
+    for (&(school, student), dates) in &enrolled {
+        let positive = world.district_of_school(school).spec.positive_attendance;
+        let mut d = Days::default();
+        for date in dates {
+            d.enrolled += 1;
+            let k = (school, student, *date);
+            let Some(evs) = durations.get(&k) else {
+                if positive {
+                    d.missing += 1;
+                }
+                continue;
+            };
+            let mut absent = 0;
+            for &(cat, milli) in evs {
+                match cat {
+                    Category::ExcusedAbsence => d.excused_milli += milli,
+                    Category::UnexcusedAbsence => d.unexcused_milli += milli,
+                    Category::OutOfSchoolSuspension => d.suspended_milli += milli,
+                    _ => {}
+                }
+                if cat.counts_absent() {
+                    absent += milli;
+                }
+            }
+            d.absent_milli += absent.min(1000);
+            let cats = &events[&k];
+            if cats.contains(&Category::InSchoolSuspension) {
+                d.in_school_suspension += 1;
+            }
+            if cats.contains(&Category::Tardy) || cats.contains(&Category::EarlyDeparture) {
+                d.tardy += 1;
+            }
+        }
+        per_school_student.insert((school, student), d);
+    }
+
+    let mut students = Vec::new();
+    let mut schools: BTreeMap<u32, Counts> = BTreeMap::new();
+    let mut per_district_student: BTreeMap<(u16, u32), Days> = BTreeMap::new();
+    for (&(school, student), d) in &per_school_student {
+        if d.enrolled == 0 {
+            continue;
+        }
+        let s = &world.schools[school as usize];
+        students.push(StudentSchoolRow {
+            district_id: world.districts[s.district as usize].spec.id.clone(),
+            school_id: s.school_id,
+            student_id: world.students[student as usize].unique_id.clone(),
+            days_enrolled: d.enrolled,
+            days_absent: days_f(d.absent_milli),
+            days_excused: days_f(d.excused_milli),
+            days_unexcused: days_f(d.unexcused_milli),
+            days_suspended: days_f(d.suspended_milli),
+            days_in_school_suspension: d.in_school_suspension,
+            days_tardy: d.tardy,
+            days_missing: d.missing,
+            absence_rate: d.absence_rate(),
+            meets_min_enrollment: d.meets_min_enrollment(),
+            chronically_absent: d.chronically_absent(),
+            tier: d.tier().expect("enrolled"),
+            truant: d.unexcused_milli >= TRUANCY_MILLI,
+        });
+        schools.entry(school).or_default().judge(d);
+        per_district_student
+            .entry((s.district, student))
+            .or_default()
+            .add(d);
+    }
+    let mut districts: BTreeMap<u16, Counts> = BTreeMap::new();
+    let mut state = Counts::default();
+    for (&(district, _), d) in &per_district_student {
+        districts.entry(district).or_default().judge(d);
+        state.judge(d);
+    }
+    students.sort_by(|a, b| {
+        (&a.district_id, a.school_id, &a.student_id).cmp(&(&b.district_id, b.school_id, &b.student_id))
+    });
+    let mut schools: Vec<SchoolRow> = schools
+        .into_iter()
+        .map(|(s, counts)| {
+            let school = &world.schools[s as usize];
+            SchoolRow {
+                district_id: world.districts[school.district as usize].spec.id.clone(),
+                school_id: school.school_id,
+                counts,
+            }
+        })
+        .collect();
+    schools.sort_by(|a, b| (&a.district_id, a.school_id).cmp(&(&b.district_id, b.school_id)));
+    let mut districts: Vec<DistrictRow> = districts
+        .into_iter()
+        .map(|(d, counts)| DistrictRow {
+            district_id: world.districts[d as usize].spec.id.clone(),
+            counts,
+        })
+        .collect();
+    districts.sort_by(|a, b| a.district_id.cmp(&b.district_id));
+    Expected {
+        as_of,
+        visible_through,
+        newest_change_version: view.newest_cv,
+        students,
+        schools,
+        districts,
+        state,
+    }
+}
+
+impl Expected {
+    /// Writes the whole result as one pretty JSON document.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        serde_json::to_writer_pretty(&mut f, self)?;
+        f.write_all(b"\n")?;
+        f.flush()?;
+        Ok(())
+    }
+
+    /// Writes `students.csv`, `schools.csv`, `districts.csv` and `state.csv` into `dir`
+    /// (created if missing). Returns the paths written.
+    pub fn write_csv(&self, dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        let path = dir.join("students.csv");
+        let mut w = csv::Writer::from_path(&path)?;
+        for row in &self.students {
+            w.serialize(row)?;
+        }
+        w.flush()?;
+        written.push(path);
+
+        // csv cannot serialize flattened structs: write the count columns by hand.
+        let header = [
+            "students_enrolled",
+            "students_meeting_min_enrollment",
+            "chronically_absent",
+            "chronic_absence_rate",
+            "satisfactory",
+            "at_risk",
+            "moderate_chronic",
+            "severe_chronic",
+            "truant",
+            "days_enrolled",
+            "days_absent",
+        ];
+        let cells = |c: &Counts| -> Vec<String> {
+            vec![
+                c.students_enrolled.to_string(),
+                c.students_meeting_min_enrollment.to_string(),
+                c.chronically_absent.to_string(),
+                c.chronic_absence_rate.to_string(),
+                c.satisfactory.to_string(),
+                c.at_risk.to_string(),
+                c.moderate_chronic.to_string(),
+                c.severe_chronic.to_string(),
+                c.truant.to_string(),
+                c.days_enrolled.to_string(),
+                c.days_absent.to_string(),
+            ]
+        };
+        let path = dir.join("schools.csv");
+        let mut w = csv::Writer::from_path(&path)?;
+        w.write_record(["district_id", "school_id"].iter().chain(header.iter()))?;
+        for s in &self.schools {
+            let mut rec = vec![s.district_id.clone(), s.school_id.to_string()];
+            rec.extend(cells(&s.counts));
+            w.write_record(&rec)?;
+        }
+        w.flush()?;
+        written.push(path);
+
+        let path = dir.join("districts.csv");
+        let mut w = csv::Writer::from_path(&path)?;
+        w.write_record(["district_id"].iter().chain(header.iter()))?;
+        for d in &self.districts {
+            let mut rec = vec![d.district_id.clone()];
+            rec.extend(cells(&d.counts));
+            w.write_record(&rec)?;
+        }
+        w.flush()?;
+        written.push(path);
+
+        let path = dir.join("state.csv");
+        let mut w = csv::Writer::from_path(&path)?;
+        w.write_record(header)?;
+        w.write_record(cells(&self.state))?;
+        w.flush()?;
+        written.push(path);
+        Ok(written)
+    }
+}
