@@ -41,7 +41,11 @@ pub fn plan<'f>(
     names: &[String],
 ) -> anyhow::Result<Vec<Planned<'f>>> {
     let all: Vec<String> = cfg.connectors.keys().cloned().collect();
-    let names = if names.is_empty() { all.clone() } else { names.to_vec() };
+    let names = if names.is_empty() {
+        all.clone()
+    } else {
+        names.to_vec()
+    };
     if names.is_empty() {
         anyhow::bail!("no connectors configured: add a [connectors.<name>] section (see docs/adding-a-connector.md)");
     }
@@ -70,7 +74,11 @@ pub fn plan<'f>(
             .unwrap_or("127.0.0.1")
             .to_string();
         let http = match port {
-            Some(p) => Some((host, u16::try_from(p).with_context(|| format!("connectors.{name}.http_port: {p} is not a port"))?)),
+            Some(p) => Some((
+                host,
+                u16::try_from(p)
+                    .with_context(|| format!("connectors.{name}.http_port: {p} is not a port"))?,
+            )),
             None => None,
         };
         for k in KIT_KEYS {
@@ -113,7 +121,10 @@ pub async fn run_named(
     let mut out = Vec::new();
     for t in tasks {
         let (name, r) = t.await?;
-        out.push((name.clone(), r.with_context(|| format!("connector {name}"))?));
+        out.push((
+            name.clone(),
+            r.with_context(|| format!("connector {name}"))?,
+        ));
     }
     Ok(out)
 }
@@ -130,7 +141,12 @@ pub fn binary_main(factory: Factory) {
         run: RunArgs,
     }
     let args = <Args as clap::Parser>::parse();
-    if let Err(e) = main_with(&[factory], args.config.as_deref(), args.json_logs, &args.run) {
+    if let Err(e) = main_with(
+        &[factory],
+        args.config.as_deref(),
+        args.json_logs,
+        &args.run,
+    ) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -92,8 +92,10 @@ pub trait SisConnector: Send {
     /// The records after `checkpoint` (`None`: from the very beginning), at most a few
     /// thousand at a time, and the checkpoint that follows them. Must be deterministic
     /// for a given checkpoint, so a retry after a crash neither skips nor duplicates.
-    async fn next_batch(&mut self, checkpoint: Option<&Checkpoint>)
-        -> Result<Batch, ConnectorError>;
+    async fn next_batch(
+        &mut self,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Batch, ConnectorError>;
 
     /// Called after a batch and its checkpoint committed (e.g. move a file to `done/`).
     async fn committed(&mut self, _checkpoint: &Checkpoint) -> Result<(), ConnectorError> {

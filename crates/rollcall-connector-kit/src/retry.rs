@@ -45,7 +45,8 @@ impl Backoff {
     pub fn next_delay(&mut self, asked: Option<Duration>) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        let jittered = Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64));
+        let jittered =
+            Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64));
         jittered.max(asked.unwrap_or_default())
     }
 
@@ -60,7 +61,9 @@ pub type RateLimiter = Arc<governor::DefaultDirectRateLimiter>;
 /// At most `per_second` requests per second (bursts of up to the same number).
 pub fn rate_limiter(per_second: u32) -> RateLimiter {
     let n = NonZeroU32::new(per_second.max(1)).expect("at least 1");
-    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(n)))
+    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+        n,
+    )))
 }
 
 #[cfg(test)]
@@ -97,6 +100,10 @@ mod tests {
             l.until_ready().await;
         }
         // 20 in the first burst, then 10 more at 20/s: at least ~0.45 s.
-        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rollcall_connector_kit::{
-    async_trait, Batch, Checkpoint, ConnectorError, DeadLetter, DeadLetterHeaders, Entity,
-    Factory, PayloadFormat, Progress, RawEnvelope, RawOperation, RawRecord, SisConnector,
+    async_trait, Batch, Checkpoint, ConnectorError, DeadLetter, DeadLetterHeaders, Entity, Factory,
+    PayloadFormat, Progress, RawEnvelope, RawOperation, RawRecord, SisConnector,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -126,7 +126,10 @@ pub struct CsvConnector {
 impl CsvConnector {
     pub fn new(name: &str, cfg: CsvConfig) -> anyhow::Result<Self> {
         let mut preset = preset(&cfg.preset).with_context(|| {
-            format!("connectors.{name}.preset: unknown preset `{}` (known: {PRESETS:?})", cfg.preset)
+            format!(
+                "connectors.{name}.preset: unknown preset `{}` (known: {PRESETS:?})",
+                cfg.preset
+            )
         })?;
         for (entity, cols) in &cfg.columns {
             let e: Entity = entity
@@ -138,9 +141,15 @@ impl CsvConnector {
                 Entity::Calendar => &mut preset.calendar,
             };
             for (field, header) in cols {
-                let f = rows::FIELDS.iter().find(|f| **f == field.as_str()).with_context(|| {
-                    format!("connectors.{name}.columns.{entity}.{field}: not a field (known: {:?})", rows::FIELDS)
-                })?;
+                let f = rows::FIELDS
+                    .iter()
+                    .find(|f| **f == field.as_str())
+                    .with_context(|| {
+                        format!(
+                            "connectors.{name}.columns.{entity}.{field}: not a field (known: {:?})",
+                            rows::FIELDS
+                        )
+                    })?;
                 map.insert(f, header.clone());
             }
         }
@@ -148,7 +157,9 @@ impl CsvConnector {
             "auto" => Encoding::Auto,
             "utf-8" | "utf8" => Encoding::Utf8,
             "windows-1252" | "cp1252" | "latin1" => Encoding::Windows1252,
-            other => anyhow::bail!("connectors.{name}.encoding: `{other}` is not auto, utf-8 or windows-1252"),
+            other => anyhow::bail!(
+                "connectors.{name}.encoding: `{other}` is not auto, utf-8 or windows-1252"
+            ),
         };
         if !cfg.delimiter.is_ascii() {
             anyhow::bail!("connectors.{name}.delimiter must be one ASCII character");
@@ -168,8 +179,12 @@ impl CsvConnector {
             }
         }
         for sub in ["done", "rejected"] {
-            std::fs::create_dir_all(cfg.inbox.join(sub))
-                .with_context(|| format!("connectors.{name}.inbox: cannot create {}/{sub}", cfg.inbox.display()))?;
+            std::fs::create_dir_all(cfg.inbox.join(sub)).with_context(|| {
+                format!(
+                    "connectors.{name}.inbox: cannot create {}/{sub}",
+                    cfg.inbox.display()
+                )
+            })?;
         }
         Ok(CsvConnector {
             id: format!("csv:{name}"),
@@ -212,11 +227,18 @@ impl CsvConnector {
             tracing::warn!(file, error = %e, "could not move file to {sub}/");
         }
         if let Some(r) = reason {
-            let _ = std::fs::write(self.cfg.inbox.join(sub).join(format!("{file}.reason.txt")), r);
+            let _ = std::fs::write(
+                self.cfg.inbox.join(sub).join(format!("{file}.reason.txt")),
+                r,
+            );
         }
     }
 
-    fn open_file(&self, cur: &Current, entity: Entity) -> Result<RowReader<BufReader<File>>, String> {
+    fn open_file(
+        &self,
+        cur: &Current,
+        entity: Entity,
+    ) -> Result<RowReader<BufReader<File>>, String> {
         let path = self.cfg.inbox.join(&cur.file);
         let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let mut reader = RowReader::new(
@@ -260,7 +282,10 @@ impl SisConnector for CsvConnector {
     async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {
         let mut state: FileState = match cp {
             Some(c) => serde_json::from_value(c.0.clone()).map_err(|e| {
-                ConnectorError::fatal(format!("checkpoint of {} is not a file-drop state: {e}", self.id))
+                ConnectorError::fatal(format!(
+                    "checkpoint of {} is not a file-drop state: {e}",
+                    self.id
+                ))
             })?,
             None => FileState::default(),
         };
@@ -269,12 +294,17 @@ impl SisConnector for CsvConnector {
             let mut picked = None;
             for name in self.waiting()? {
                 let path = self.cfg.inbox.join(&name);
-                let digest = digest_file(&path)
-                    .map_err(|e| ConnectorError::transient(format!("reading {}: {e}", path.display())))?;
+                let digest = digest_file(&path).map_err(|e| {
+                    ConnectorError::transient(format!("reading {}: {e}", path.display()))
+                })?;
                 if state.digests.contains(&digest) {
                     tracing::info!(file = %name, "already ingested (same content); moving to done/");
                     metrics_duplicate(&self.id);
-                    self.move_to(&name, "done", Some("duplicate: this exact content was already ingested"));
+                    self.move_to(
+                        &name,
+                        "done",
+                        Some("duplicate: this exact content was already ingested"),
+                    );
                     continue;
                 }
                 picked = Some((name, digest));
@@ -322,7 +352,13 @@ impl SisConnector for CsvConnector {
                 Some(Ok(row)) => {
                     rows += 1;
                     let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
-                    records.push(to_record(&self.cfg.district_id, &self.id, entity, row, version));
+                    records.push(to_record(
+                        &self.cfg.district_id,
+                        &self.id,
+                        entity,
+                        row,
+                        version,
+                    ));
                 }
                 Some(Err(RowError::Row { line, reason, raw })) => {
                     rows += 1;
@@ -447,21 +483,42 @@ fn batch(
     }
 }
 
-fn to_record(district: &str, source: &str, entity: Entity, mut row: rows::Row, version: i64) -> RawRecord {
+fn to_record(
+    district: &str,
+    source: &str,
+    entity: Entity,
+    mut row: rows::Row,
+    version: i64,
+) -> RawRecord {
     let op = row.fields.remove("operation").unwrap_or_default();
     let f = |k: &str| row.fields.get(k).map(String::as_str).unwrap_or("");
     let (key, natural) = match entity {
         Entity::Attendance => (
             rollcall_model::student_key(district, f("student_id")),
-            format!("attendance:{}|{}|{}", f("school_id"), f("student_id"), f("date")),
+            format!(
+                "attendance:{}|{}|{}",
+                f("school_id"),
+                f("student_id"),
+                f("date")
+            ),
         ),
         Entity::Enrollment => (
             rollcall_model::student_key(district, f("student_id")),
-            format!("enrollment:{}|{}|{}", f("school_id"), f("student_id"), f("entry_date")),
+            format!(
+                "enrollment:{}|{}|{}",
+                f("school_id"),
+                f("student_id"),
+                f("entry_date")
+            ),
         ),
         Entity::Calendar => (
             rollcall_model::school_key(district, f("school_id")),
-            format!("calendar:{}|{}|{}", f("school_id"), f("calendar_code"), f("date")),
+            format!(
+                "calendar:{}|{}|{}",
+                f("school_id"),
+                f("calendar_code"),
+                f("date")
+            ),
         ),
     };
     let operation = match op.to_ascii_lowercase().as_str() {

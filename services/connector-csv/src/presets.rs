@@ -46,7 +46,13 @@ fn map(pairs: &[(&'static str, &str)]) -> ColumnMap {
     pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
 }
 
-pub const PRESETS: [&str; 5] = ["generic", "powerschool", "infinite_campus", "skyward", "aeries"];
+pub const PRESETS: [&str; 5] = [
+    "generic",
+    "powerschool",
+    "infinite_campus",
+    "skyward",
+    "aeries",
+];
 
 /// The preset called `name`.
 pub fn preset(name: &str) -> Option<Preset> {

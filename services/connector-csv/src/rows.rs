@@ -71,11 +71,22 @@ pub struct RowReader<R: Read> {
     entity: Entity,
     record: csv::ByteRecord,
     delimiter: u8,
+    /// Physical line of the next record (the csv crate miscounts CRLF files, so we
+    /// count: one line per record plus the line breaks quoted inside its fields).
+    next_line: u64,
+}
+
+fn line_breaks(r: &csv::ByteRecord) -> u64 {
+    r.iter()
+        .map(|f| f.iter().filter(|b| **b == b'\n').count() as u64)
+        .sum()
 }
 
 fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ()> {
     match encoding {
-        Encoding::Utf8 => std::str::from_utf8(bytes).map(str::to_string).map_err(|_| ()),
+        Encoding::Utf8 => std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| ()),
         Encoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned()),
         Encoding::Auto => Ok(match std::str::from_utf8(bytes) {
             Ok(s) => s.to_string(),
@@ -105,19 +116,27 @@ impl<R: Read> RowReader<R> {
         let mut names = Vec::with_capacity(headers.len());
         for (i, h) in headers.iter().enumerate() {
             // A UTF-8 byte-order mark sits at the start of the first header.
-            let h = if i == 0 { h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h) } else { h };
-            let name = decode(h, encoding).map_err(|_| "the header line is not UTF-8 (set encoding = \"windows-1252\")".to_string())?;
+            let h = if i == 0 {
+                h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
+            } else {
+                h
+            };
+            let name = decode(h, encoding).map_err(|_| {
+                "the header line is not UTF-8 (set encoding = \"windows-1252\")".to_string()
+            })?;
             names.push(name.trim().to_string());
         }
+        let next_line = 2 + line_breaks(&headers);
         let mut index = Vec::new();
         for (field, header) in &columns {
-            match names.iter().position(|n| n.eq_ignore_ascii_case(header.trim())) {
+            match names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(header.trim()))
+            {
                 Some(i) => index.push((*field, i, header.clone())),
-                None if required(entity).contains(field) => {
-                    return Err(format!(
-                        "required column `{header}` (for {field}) is missing; the header has {names:?}"
-                    ))
-                }
+                None if required(entity).contains(field) => return Err(format!(
+                    "required column `{header}` (for {field}) is missing; the header has {names:?}"
+                )),
                 None => {}
             }
         }
@@ -130,6 +149,7 @@ impl<R: Read> RowReader<R> {
             entity,
             record: csv::ByteRecord::new(),
             delimiter,
+            next_line,
         })
     }
 
@@ -137,12 +157,11 @@ impl<R: Read> RowReader<R> {
     pub fn skip_rows(&mut self, n: u64) -> Result<(), RowError> {
         for _ in 0..n {
             match self.csv.read_byte_record(&mut self.record) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(RowError::File(
-                        "the file is shorter than the checkpoint says; was it changed in the inbox?".into(),
-                    ))
-                }
+                Ok(true) => self.next_line += 1 + line_breaks(&self.record),
+                Ok(false) => return Err(RowError::File(
+                    "the file is shorter than the checkpoint says; was it changed in the inbox?"
+                        .into(),
+                )),
                 Err(e) => return Err(RowError::File(format!("reading: {e}"))),
             }
         }
@@ -159,13 +178,16 @@ impl<R: Read> RowReader<R> {
 
     /// The next data row, `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Result<Row, RowError>> {
+        let line = self.next_line;
         match self.csv.read_byte_record(&mut self.record) {
             Ok(false) => return None,
-            Ok(true) => {}
+            Ok(true) => self.next_line += 1 + line_breaks(&self.record),
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                self.next_line += 1;
                 return Some(match e.kind() {
-                    csv::ErrorKind::Io(_) => Err(RowError::File(format!("reading at line {line}: {e}"))),
+                    csv::ErrorKind::Io(_) => {
+                        Err(RowError::File(format!("reading at line {line}: {e}")))
+                    }
                     _ => Err(RowError::Row {
                         line,
                         reason: format!("malformed CSV: {e}"),
@@ -174,7 +196,6 @@ impl<R: Read> RowReader<R> {
                 });
             }
         }
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
         let bad = |this: &Self, reason: String| {
             Some(Err(RowError::Row {
                 line,
@@ -183,13 +204,26 @@ impl<R: Read> RowReader<R> {
             }))
         };
         if self.record.len() != self.width {
-            return bad(self, format!("has {} fields; the header has {}", self.record.len(), self.width));
+            return bad(
+                self,
+                format!(
+                    "has {} fields; the header has {}",
+                    self.record.len(),
+                    self.width
+                ),
+            );
         }
         let mut fields = BTreeMap::new();
         for (field, i, header) in &self.index {
             let bytes = self.record.get(*i).unwrap_or_default();
             if bytes.len() > MAX_FIELD_BYTES {
-                return bad(self, format!("column `{header}` is {} bytes (at most {MAX_FIELD_BYTES})", bytes.len()));
+                return bad(
+                    self,
+                    format!(
+                        "column `{header}` is {} bytes (at most {MAX_FIELD_BYTES})",
+                        bytes.len()
+                    ),
+                );
             }
             let Ok(text) = decode(bytes, self.encoding) else {
                 return bad(self, format!("column `{header}` is not valid UTF-8 (set encoding = \"windows-1252\" or \"auto\")"));
@@ -202,10 +236,13 @@ impl<R: Read> RowReader<R> {
                 match parse_date(&text, self.date_formats) {
                     Some(d) => d.format("%Y-%m-%d").to_string(),
                     None => {
-                        return bad(self, format!(
-                            "column `{header}`: `{text}` is not a date (expected {:?})",
-                            self.date_formats
-                        ))
+                        return bad(
+                            self,
+                            format!(
+                                "column `{header}`: `{text}` is not a date (expected {:?})",
+                                self.date_formats
+                            ),
+                        )
                     }
                 }
             } else {
@@ -241,23 +278,42 @@ mod tests {
     use super::*;
     use crate::presets::preset;
 
-    fn reader(text: &[u8], p: &str, entity: Entity, enc: Encoding) -> RowReader<&[u8]> {
+    fn reader<'a>(text: &'a [u8], p: &str, entity: Entity, enc: Encoding) -> RowReader<&'a [u8]> {
         let p = preset(p).unwrap();
-        RowReader::new(text, b',', enc, p.columns(entity).clone(), p.date_formats, entity)
-            .unwrap_or_else(|e| panic!("{e}"))
+        RowReader::new(
+            text,
+            b',',
+            enc,
+            p.columns(entity).clone(),
+            p.date_formats,
+            entity,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn bom_crlf_quotes_and_us_dates_are_read() {
         let text = b"\xEF\xBB\xBFSchoolID,Student_Number,Att_Date,Att_Code,Presence_Status_CD,Total_Minutes,Att_Comment\r\n\
-                     101,S1,09/03/2024,A,Absent,,\"sick, fever\"\r\n";
+                     101,S1,09/03/2024,A,Absent,,\"sick, fever\"\r\n\
+                     101,S2,09/04/2024,T,Present,10,\"two\r\nlines\"\r\n\
+                     101,S3,09/05/2024,A,Absent,,\r\n";
         let mut r = reader(text, "powerschool", Entity::Attendance, Encoding::Auto);
         let row = r.next_row().unwrap().ok().unwrap();
         assert_eq!(row.line, 2);
         assert_eq!(row.fields["date"], "2024-09-03");
         assert_eq!(row.fields["reason"], "sick, fever");
         assert_eq!(row.fields["secondary_code"], "Absent");
-        assert!(!row.fields.contains_key("minutes_absent"), "empty fields are left out");
+        assert!(
+            !row.fields.contains_key("minutes_absent"),
+            "empty fields are left out"
+        );
+        let row = r.next_row().unwrap().ok().unwrap();
+        assert_eq!(
+            (row.line, row.fields["reason"].as_str()),
+            (3, "two\r\nlines")
+        );
+        let row = r.next_row().unwrap().ok().unwrap();
+        assert_eq!(row.line, 5, "physical line, after a quoted line break");
         assert!(r.next_row().is_none());
     }
 
@@ -269,7 +325,10 @@ mod tests {
         assert_eq!(row.fields["student_id"], "Sé");
         assert_eq!(row.fields["reason"], "café");
         let mut strict = reader(text, "generic", Entity::Attendance, Encoding::Utf8);
-        assert!(matches!(strict.next_row(), Some(Err(RowError::Row { line: 2, .. }))));
+        assert!(matches!(
+            strict.next_row(),
+            Some(Err(RowError::Row { line: 2, .. }))
+        ));
     }
 
     #[test]
@@ -295,8 +354,16 @@ mod tests {
     #[test]
     fn a_missing_required_column_refuses_the_file() {
         let p = preset("generic").unwrap();
-        let err = RowReader::new(&b"school_id,date,code\n"[..], b',', Encoding::Auto,
-            p.columns(Entity::Attendance).clone(), p.date_formats, Entity::Attendance).err().unwrap();
+        let err = RowReader::new(
+            &b"school_id,date,code\n"[..],
+            b',',
+            Encoding::Auto,
+            p.columns(Entity::Attendance).clone(),
+            p.date_formats,
+            Entity::Attendance,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("student_id"), "{err}");
     }
 }

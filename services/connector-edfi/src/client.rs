@@ -51,7 +51,10 @@ impl EdfiClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("rollcall-connector-edfi/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "rollcall-connector-edfi/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         Ok(EdfiClient {
             http,

@@ -106,7 +106,10 @@ fn read_secret(name: &str, cfg: &EdfiConfig) -> anyhow::Result<String> {
         }),
         (None, Some(path)) => Ok(std::fs::read_to_string(path)
             .with_context(|| {
-                format!("connectors.{name}.client_secret_file: cannot read {}", path.display())
+                format!(
+                    "connectors.{name}.client_secret_file: cannot read {}",
+                    path.display()
+                )
             })?
             .trim_end()
             .to_string()),
@@ -203,14 +206,25 @@ impl SisConnector for EdfiConnector {
     async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {
         let mut state: SyncState = match cp {
             Some(c) => serde_json::from_value(c.0.clone()).map_err(|e| {
-                ConnectorError::fatal(format!("checkpoint of {} is not an Ed-Fi sync state: {e}", self.id))
+                ConnectorError::fatal(format!(
+                    "checkpoint of {} is not an Ed-Fi sync state: {e}",
+                    self.id
+                ))
             })?,
             None => SyncState::default(),
         };
         let Some(mut w) = state.window.clone() else {
             // Between windows: is there anything new?
             let versions = self.client.available_change_versions().await?;
-            let from = state.done_version.map(|v| v + 1).unwrap_or(0);
+            let mut from = state.done_version.map(|v| v + 1).unwrap_or(0);
+            if state.done_version.is_some() && from < versions.oldest {
+                // The host purged change history we have not read: re-read everything
+                // current (upserts are idempotent downstream); deletes older than the
+                // oldest available version cannot be recovered and are reported.
+                tracing::error!(connector = %self.id, saved = from - 1, oldest = versions.oldest,
+                    "change history purged past our checkpoint: full re-sync; deletes in the gap are lost");
+                from = 0;
+            }
             if versions.newest < from {
                 return Ok(empty(state, true));
             }
@@ -241,8 +255,14 @@ impl SisConnector for EdfiConnector {
         let mut records = Vec::with_capacity(items.len());
         let mut dead_letters = Vec::new();
         for item in items {
-            match record_from_item(kind, resource, item, w.max, &|s| self.district_of(s), &self.id)
-            {
+            match record_from_item(
+                kind,
+                resource,
+                item,
+                w.max,
+                &|s| self.district_of(s),
+                &self.id,
+            ) {
                 Ok(r) => records.push(r),
                 // An item we cannot even key is kept whole, never dropped.
                 Err(reason) => dead_letters.push(DeadLetter {
@@ -395,6 +415,9 @@ mod tests {
         assert!(err.contains("client_secret_env"), "{err}");
         let mut with = base.clone();
         with["client_secret"] = "oops".into();
-        assert!(serde_json::from_value::<EdfiConfig>(with).is_err(), "unknown keys are refused");
+        assert!(
+            serde_json::from_value::<EdfiConfig>(with).is_err(),
+            "unknown keys are refused"
+        );
     }
 }

@@ -52,7 +52,10 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 fn key_values_of_change(resource: &str, item: &Value) -> Result<Map<String, Value>, String> {
     let fields: &[(&str, &[&str])] = match resource {
         "studentSchoolAttendanceEvents" => &[
-            ("attendanceEventCategoryDescriptor", &["attendanceEventCategoryDescriptor"]),
+            (
+                "attendanceEventCategoryDescriptor",
+                &["attendanceEventCategoryDescriptor"],
+            ),
             ("eventDate", &["eventDate"]),
             ("schoolId", &["schoolReference", "schoolId"]),
             ("schoolYear", &["sessionReference", "schoolYear"]),
@@ -92,7 +95,10 @@ fn text(v: &Value) -> String {
 pub fn natural_key(resource: &str, kv: &Map<String, Value>) -> String {
     let mut parts: Vec<(&String, &Value)> = kv.iter().collect();
     parts.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()));
-    let body: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
+    let body: Vec<String> = parts
+        .iter()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
     format!("{resource}:{}", body.join("|"))
 }
 
@@ -132,7 +138,12 @@ pub fn record_from_item(
             None,
             4 * window_max + 1,
         ),
-        ItemKind::Delete => (RawOperation::Delete, as_map("keyValues")?, None, 4 * change_version() + 2),
+        ItemKind::Delete => (
+            RawOperation::Delete,
+            as_map("keyValues")?,
+            None,
+            4 * change_version() + 2,
+        ),
         ItemKind::KeyChange => (
             RawOperation::KeyChange,
             as_map("newKeyValues")?,
@@ -192,12 +203,34 @@ mod tests {
     #[test]
     fn a_change_and_a_delete_of_the_same_event_share_the_natural_key() {
         let d = |_: &str| "d1".to_string();
-        let up = record_from_item(ItemKind::Change, "studentSchoolAttendanceEvents", &raw(EVENT), 10, &d, "edfi:t").unwrap();
-        let del = raw(r#"{"id":"x","changeVersion":12,"keyValues":{"attendanceEventCategoryDescriptor":"uri://ed-fi.org/AttendanceEventCategoryDescriptor#Unexcused Absence","eventDate":"2010-08-25","schoolId":255901107,"schoolYear":2011,"sessionName":"2010-2011 Fall Semester","studentUniqueId":"604877"}}"#);
-        let del = record_from_item(ItemKind::Delete, "studentSchoolAttendanceEvents", &del, 20, &d, "edfi:t").unwrap();
+        let up = record_from_item(
+            ItemKind::Change,
+            "studentSchoolAttendanceEvents",
+            &raw(EVENT),
+            10,
+            &d,
+            "edfi:t",
+        )
+        .unwrap();
+        let del = raw(
+            r#"{"id":"x","changeVersion":12,"keyValues":{"attendanceEventCategoryDescriptor":"uri://ed-fi.org/AttendanceEventCategoryDescriptor#Unexcused Absence","eventDate":"2010-08-25","schoolId":255901107,"schoolYear":2011,"sessionName":"2010-2011 Fall Semester","studentUniqueId":"604877"}}"#,
+        );
+        let del = record_from_item(
+            ItemKind::Delete,
+            "studentSchoolAttendanceEvents",
+            &del,
+            20,
+            &d,
+            "edfi:t",
+        )
+        .unwrap();
         assert_eq!(up.envelope.natural_key, del.envelope.natural_key);
         assert_eq!(up.key, "d1/604877");
-        assert_eq!(up.envelope.payload, EVENT.as_bytes(), "payload is the bytes as sent");
+        assert_eq!(
+            up.envelope.payload,
+            EVENT.as_bytes(),
+            "payload is the bytes as sent"
+        );
         assert_eq!(up.envelope.source_version, 41);
         assert_eq!(del.envelope.source_version, 50);
         assert_eq!(del.envelope.operation, RawOperation::Delete);
@@ -209,19 +242,48 @@ mod tests {
         let kc = raw(r#"{"id":"x","changeVersion":7,
           "oldKeyValues":{"attendanceEventCategoryDescriptor":"Unexcused Absence","eventDate":"2010-08-25","schoolId":1,"schoolYear":2011,"sessionName":"F","studentUniqueId":"s"},
           "newKeyValues":{"attendanceEventCategoryDescriptor":"Excused Absence","eventDate":"2010-08-25","schoolId":1,"schoolYear":2011,"sessionName":"F","studentUniqueId":"s"}}"#);
-        let r = record_from_item(ItemKind::KeyChange, "studentSchoolAttendanceEvents", &kc, 7, &d, "edfi:t").unwrap();
+        let r = record_from_item(
+            ItemKind::KeyChange,
+            "studentSchoolAttendanceEvents",
+            &kc,
+            7,
+            &d,
+            "edfi:t",
+        )
+        .unwrap();
         assert_eq!(r.envelope.operation, RawOperation::KeyChange);
         assert!(r.envelope.natural_key.contains("Excused Absence"));
-        assert!(r.envelope.old_natural_key.as_deref().unwrap().contains("Unexcused Absence"));
+        assert!(r
+            .envelope
+            .old_natural_key
+            .as_deref()
+            .unwrap()
+            .contains("Unexcused Absence"));
         assert!(r.envelope.source_version < 4 * 7 + 1);
     }
 
     #[test]
     fn an_item_without_its_key_is_an_error_not_a_panic() {
         let d = |_: &str| "d1".to_string();
-        let e = record_from_item(ItemKind::Change, "studentSchoolAttendanceEvents", &raw(r#"{"eventDate":"2020-01-01"}"#), 1, &d, "t").unwrap_err();
+        let e = record_from_item(
+            ItemKind::Change,
+            "studentSchoolAttendanceEvents",
+            &raw(r#"{"eventDate":"2020-01-01"}"#),
+            1,
+            &d,
+            "t",
+        )
+        .unwrap_err();
         assert!(e.contains("missing"), "{e}");
-        let e = record_from_item(ItemKind::Delete, "calendarDates", &raw(r#"[1,2]"#), 1, &d, "t").unwrap_err();
+        let e = record_from_item(
+            ItemKind::Delete,
+            "calendarDates",
+            &raw(r#"[1,2]"#),
+            1,
+            &d,
+            "t",
+        )
+        .unwrap_err();
         assert!(e.contains("keyValues"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rollcall_config::{Config, LogFormat, Secrets};
 
+mod connectors;
 mod dlq;
 mod ops;
 
@@ -43,11 +44,24 @@ enum Command {
     },
     /// Print the effective configuration (secrets are never printed).
     Config,
+    /// Run SIS connectors (`[connectors.<name>]` sections), or list the kinds built in.
+    Connector {
+        #[command(subcommand)]
+        action: ConnectorAction,
+    },
     /// Inspect dead letters, or re-publish them after a code map fix.
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
     },
+}
+
+#[derive(Subcommand)]
+enum ConnectorAction {
+    /// Run the named connectors (all configured ones when none is named).
+    Run(rollcall_connector_kit::RunArgs),
+    /// The connector kinds this build knows.
+    Kinds,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +114,32 @@ fn real_main() -> anyhow::Result<()> {
             Command::Topics { action } => match action {
                 TopicsAction::Create => ops::create_topics(&cfg, &secrets).await,
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),
+            },
+            Command::Connector { action } => match action {
+                ConnectorAction::Run(args) => {
+                    let shutdown = rollcall_telemetry::shutdown_on_signals();
+                    let done = rollcall_connector_kit::run_named(
+                        connectors::CONNECTORS,
+                        &cfg,
+                        &secrets,
+                        &args,
+                        shutdown,
+                    )
+                    .await?;
+                    for (name, s) in done {
+                        println!(
+                            "{name}: {} records, {} dead letters in {} batches ({} retries)",
+                            s.records, s.dead_letters, s.batches, s.retries
+                        );
+                    }
+                    Ok(())
+                }
+                ConnectorAction::Kinds => {
+                    for f in connectors::CONNECTORS {
+                        println!("{:<10} {}", f.kind, f.about);
+                    }
+                    Ok(())
+                }
             },
             Command::Dlq { action } => match action {
                 DlqAction::Summary { filter } => dlq::summarize(&cfg, &secrets, &filter, false),
