@@ -75,3 +75,20 @@ pub fn require_services() {
         );
     }
 }
+
+/// A configuration whose Kafka topic prefix (and consumer group names) are unique to
+/// this test, with every rollcall topic created.
+pub async fn config_with_fresh_topics(hint: &str) -> Config {
+    require_services();
+    let mut cfg = config();
+    cfg.kafka.topic_prefix = unique(hint);
+    cfg.normalizer.group_id = format!("{}-normalizer", cfg.kafka.topic_prefix);
+    cfg.rollup.group_id = format!("{}-rollup", cfg.kafka.topic_prefix);
+    let client = rollcall_kafka::client_config(&cfg.kafka, &secrets());
+    let specs = rollcall_kafka::Topics::new(&cfg.kafka.topic_prefix)
+        .specs(cfg.kafka.partitions, cfg.kafka.replication_factor);
+    rollcall_kafka::ensure_topics(&client, &specs)
+        .await
+        .expect("create the test's topics");
+    cfg
+}

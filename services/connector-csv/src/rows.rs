@@ -134,9 +134,11 @@ impl<R: Read> RowReader<R> {
                 .position(|n| n.eq_ignore_ascii_case(header.trim()))
             {
                 Some(i) => index.push((*field, i, header.clone())),
-                None if required(entity).contains(field) => return Err(format!(
+                None if required(entity).contains(field) => {
+                    return Err(format!(
                     "required column `{header}` (for {field}) is missing; the header has {names:?}"
-                )),
+                ))
+                }
                 None => {}
             }
         }

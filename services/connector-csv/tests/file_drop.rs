@@ -1,0 +1,142 @@
+//! The file-drop connector against the real Kafka: good rows flow, bad rows become dead
+//! letters with their line numbers, the same file is never ingested twice, and every
+//! preset's export is read.
+
+use std::path::Path;
+
+use rollcall_connector_csv::{CsvConfig, CsvConnector};
+use rollcall_connector_kit::{run, RunOptions, RunSummary};
+use rollcall_kafka::{read_topic_to_end, DeadLetterHeaders, Topics};
+use rollcall_testkit::{config_with_fresh_topics, secrets};
+use tokio_util::sync::CancellationToken;
+
+fn csv_config(district: &str, inbox: &Path, preset: &str) -> CsvConfig {
+    serde_json::from_value(serde_json::json!({
+        "district_id": district,
+        "inbox": inbox,
+        "preset": preset,
+        "rows_per_batch": 1000,
+    }))
+    .unwrap()
+}
+
+async fn ingest(cfg: &rollcall_config::Config, name: &str, c: CsvConfig) -> RunSummary {
+    let connector = CsvConnector::new(name, c).unwrap();
+    run(
+        Box::new(connector),
+        cfg,
+        &secrets(),
+        RunOptions {
+            http: None,
+            stop_when_caught_up: true,
+            show_progress: false,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("connector run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_become_dead_letters_with_line_numbers_and_files_are_ingested_once() {
+    let cfg = config_with_fresh_topics("csvdrop").await;
+    let inbox = tempfile::tempdir().unwrap();
+    let mut text = String::from("school_id,student_id,date,code,reason\n");
+    let bad_lines = [101u64, 2002, 4503, 7004, 9905];
+    for i in 0..10_000u64 {
+        let line = i + 2;
+        if bad_lines.contains(&line) {
+            match line % 3 {
+                0 => text.push_str("1,,2024-09-03,A,no student\n"),
+                1 => text.push_str(&format!("1,S{i},2024-02-30,A,impossible date\n")),
+                _ => text.push_str(&format!("1,S{i}\n")),
+            }
+        } else {
+            text.push_str(&format!("1,S{i},2024-09-{:02},A,\n", 3 + i % 20));
+        }
+    }
+    std::fs::write(inbox.path().join("attendance_2024-09-23.csv"), &text).unwrap();
+
+    let s = ingest(&cfg, "drop1", csv_config("d1", inbox.path(), "generic")).await;
+    assert_eq!((s.records, s.dead_letters), (9_995, 5));
+    assert!(inbox.path().join("done/attendance_2024-09-23.csv").exists());
+
+    let client = rollcall_kafka::client_config(&cfg.kafka, &secrets());
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let raw = read_topic_to_end(&client, &topics.raw("attendance"), true).unwrap();
+    assert_eq!(raw.len(), 9_995);
+    let env = rollcall_avro::decode_raw(&raw[0].payload).unwrap();
+    assert_eq!(env.district_id, "d1");
+    let dl = read_topic_to_end(&client, &topics.dead_letters(), true).unwrap();
+    let mut lines: Vec<u64> = dl
+        .iter()
+        .map(|r| {
+            let h = DeadLetterHeaders::from_pairs(&r.headers);
+            assert_eq!(h.stage, "connector-csv");
+            assert!(!h.reason.is_empty());
+            let f = h.source_file.unwrap();
+            f.rsplit(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, bad_lines);
+
+    // The same content again, under another name: not ingested twice.
+    std::fs::write(inbox.path().join("attendance_2024-09-24.csv"), &text).unwrap();
+    let s = ingest(&cfg, "drop1", csv_config("d1", inbox.path(), "generic")).await;
+    assert_eq!((s.records, s.dead_letters), (0, 0));
+    assert!(inbox.path().join("done/attendance_2024-09-24.csv").exists());
+    assert_eq!(
+        read_topic_to_end(&client, &topics.raw("attendance"), true)
+            .unwrap()
+            .len(),
+        9_995
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_export_of_each_preset_is_ingested() {
+    let cfg = config_with_fresh_topics("csvpresets").await;
+    let files: [(&str, &str, &[u8]); 5] = [
+        ("generic", "attendance_g.csv", b"school_id,student_id,date,code\n1,S1,2024-09-03,A\n"),
+        ("powerschool", "attendance_ps.csv",
+         b"\xEF\xBB\xBFSchoolID,Student_Number,Att_Date,Att_Code,Presence_Status_CD,Total_Minutes,Att_Comment\r\n101,S1,09/03/2024,A,Absent,,\"sick, fever\"\r\n"),
+        ("infinite_campus", "attendance_ic.csv",
+         b"schoolNumber,studentNumber,date,status,excuse,minutesAbsent,minutesInDay,comments\n7,S1,09/03/2024,A,U,,,caf\xe9\n"),
+        ("skyward", "attendance_sk.csv",
+         b"School Code,Student ID,Attendance Date,Attendance Type Code,Attendance Category,Day Fraction,Reason\n9,S1,09/03/2024,EX,Excused,0.5,\n"),
+        ("aeries", "attendance_ae.csv", b"SC,SN,DT,AL\n3,1001,09/03/2024,U\n"),
+    ];
+    for (preset, file, body) in files {
+        let inbox = tempfile::tempdir().unwrap();
+        std::fs::write(inbox.path().join(file), body).unwrap();
+        let s = ingest(
+            &cfg,
+            &format!("p-{preset}"),
+            csv_config(preset, inbox.path(), preset),
+        )
+        .await;
+        assert_eq!((s.records, s.dead_letters), (1, 0), "{preset}");
+    }
+    let client = rollcall_kafka::client_config(&cfg.kafka, &secrets());
+    let raw = read_topic_to_end(
+        &client,
+        &Topics::new(&cfg.kafka.topic_prefix).raw("attendance"),
+        true,
+    )
+    .unwrap();
+    let mut dates: Vec<String> = raw
+        .iter()
+        .map(|r| {
+            let env = rollcall_avro::decode_raw(&r.payload).unwrap();
+            let fields: serde_json::Value = serde_json::from_slice(&env.payload).unwrap();
+            fields["date"].as_str().unwrap().to_string()
+        })
+        .collect();
+    dates.dedup();
+    assert_eq!(
+        dates,
+        vec!["2024-09-03"],
+        "every preset's date becomes ISO 8601"
+    );
+}
