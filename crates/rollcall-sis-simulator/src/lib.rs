@@ -6,6 +6,7 @@
 
 pub mod calendar;
 pub mod config;
+pub mod csv_export;
 pub mod edfi;
 pub mod expected;
 pub mod generate;
