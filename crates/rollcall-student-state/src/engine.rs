@@ -1,0 +1,1277 @@
+//! The incremental engine: `RollupState`.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use hashbrown::{HashMap, HashTable};
+use rollcall_model::{AttendanceEvent, CalendarDay, Enrollment, Operation};
+use rollcall_policy::{self as policy, InvalidPolicy, MissingDayRule, Policy, Tier};
+
+use crate::codec::{self, Decoded, Ev, Span, Unit, HASH_MASK, NO_EXIT};
+use crate::day::{cat_index, fraction_milli, DayAcc, DayRules, DayVal};
+use crate::rows::{DayRow, MetricsRow, StudentChange};
+
+type Fast = foldhash::fast::FixedState;
+
+const SEED_TABLE: u64 = 0x5eed_0f_7ab1e;
+const SEED_KEY: u64 = 0x0c0f_fee0_dd5e_ed01;
+/// Bits of a school year's day bitmap (366 days fit).
+const YEAR_WORDS: usize = 6;
+type YearBits = [u64; YEAR_WORDS];
+
+/// What applying one record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// The record changed the state (the student, or the school's students, are dirty).
+    Applied,
+    /// Same key and same source_version as the state already holds: nothing to do.
+    Duplicate,
+    /// An older source_version than the state holds for that key (out of order): ignored.
+    Stale,
+}
+
+impl Changed {
+    pub fn is_applied(self) -> bool {
+        self == Changed::Applied
+    }
+}
+
+/// A record the engine cannot hold. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{entity} {key:?}: {field} {date} is outside the supported range 1970-01-01..=2149-06-05"
+    )]
+    DateOutOfRange {
+        entity: &'static str,
+        key: String,
+        field: &'static str,
+        date: NaiveDate,
+    },
+    #[error("{entity} {key:?}: school_year {school_year} is outside the supported range 1971..=2148")]
+    SchoolYearOutOfRange {
+        entity: &'static str,
+        key: String,
+        school_year: i32,
+    },
+    #[error("as-of date {0} is outside the supported range 1970-01-01..=2149-06-05")]
+    AsOfOutOfRange(NaiveDate),
+    #[error("invalid policy: {0}")]
+    Policy(#[from] InvalidPolicy),
+}
+
+/// Days since 1970-01-01 in `u16` (`u16::MAX` is reserved for "no exit date").
+pub(crate) fn epoch_day(d: NaiveDate) -> Option<u16> {
+    let n = d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"));
+    u16::try_from(n.num_days()).ok().filter(|&v| v < u16::MAX)
+}
+
+pub(crate) fn from_epoch_day(d: u16) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(u64::from(d))
+}
+
+/// Append-only string storage for student ids and state student ids: 1 MiB chunks,
+/// each entry a u16 length and the bytes; an offset is chunk << 20 | position.
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+}
+
+const ARENA_CHUNK: usize = 1 << 20;
+
+impl Arena {
+    fn push(&mut self, s: &str) -> u32 {
+        let b = s.as_bytes();
+        let need = b.len() + 2;
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() + need > ARENA_CHUNK)
+        {
+            self.chunks.push(Vec::with_capacity(ARENA_CHUNK));
+        }
+        let ci = self.chunks.len() - 1;
+        let c = &mut self.chunks[ci];
+        let off = ((ci as u32) << 20) | c.len() as u32;
+        c.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        c.extend_from_slice(b);
+        off
+    }
+
+    fn get(&self, off: u32) -> &[u8] {
+        let c = &self.chunks[(off >> 20) as usize];
+        let p = (off & (ARENA_CHUNK as u32 - 1)) as usize;
+        let len = u16::from_le_bytes([c[p], c[p + 1]]) as usize;
+        &c[p + 2..p + 2 + len]
+    }
+
+    fn get_str(&self, off: u32) -> &str {
+        std::str::from_utf8(self.get(off)).expect("arena holds str")
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+}
+
+struct District {
+    id: Arc<str>,
+    positive_attendance: bool,
+    schools: HashMap<Box<str>, u32, Fast>,
+}
+
+struct School {
+    id: Arc<str>,
+    /// Students with any state at this school (may hold students who no longer do).
+    students: Vec<u32>,
+}
+
+/// One calendar code's days of one school year: per day the held version, whether a
+/// record was seen, is live and says instructional.
+struct CalCode {
+    ver: Box<[i64]>,
+    seen: YearBits,
+    live: YearBits,
+    instr: YearBits,
+}
+
+/// A school year of a school, over all its calendar codes.
+struct CalAgg {
+    /// Live instructional records per day (one per calendar code).
+    count: Box<[u16]>,
+    bits: YearBits,
+}
+
+/// How a dirty student looked at the last drain.
+enum Before {
+    /// Its state is unchanged (it is dirty for a calendar or as-of change).
+    Unchanged,
+    /// Its encoded state at the last drain.
+    Blob(Box<[u8]>),
+    /// It did not exist.
+    Absent,
+}
+
+/// Which calendars and as-of date to compute with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    LastDrain,
+    Now,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DayOut {
+    school: u32,
+    year: u16,
+    day: u16,
+    val: DayVal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MetricsOut {
+    school: u32,
+    year: u16,
+    as_of: u16,
+    days_enrolled: u32,
+    absent: u32,
+    excused: u32,
+    unexcused: u32,
+    suspended: u32,
+    days_tardy: u32,
+    unexcused_window: u32,
+    absent_last_30: u32,
+    meets_min: bool,
+    chronic: bool,
+    tier: Tier,
+    truant: bool,
+    non_instructional: u32,
+    outside_enrollment: u32,
+    missing: u32,
+    grade: u32,
+    subgroups: u32,
+    ssid: u32,
+}
+
+/// Sizes of the engine's structures, for gauges and the memory bench.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    pub students: usize,
+    /// (student, school, school year) units with any state.
+    pub units: usize,
+    pub spans: usize,
+    pub events: usize,
+    /// Deleted keys kept so that older records cannot resurrect them.
+    pub tombstones: usize,
+    /// Students waiting for `drain_dirty`.
+    pub dirty: usize,
+    /// Bytes held by per-student state (encoded students, their index, id strings).
+    pub student_bytes: usize,
+    /// Bytes held by shared state (interned ids, calendars).
+    pub shared_bytes: usize,
+}
+
+/// The exact rollup state of the students one rollup instance owns, plus every school's
+/// calendar. Feed it normalized records in any order; call `drain_dirty` to get the rows
+/// that changed.
+pub struct RollupState {
+    policy: Policy,
+    rules: DayRules,
+    as_of: u16,
+    /// The as-of date at the last drain, when it changed since.
+    as_of_prev: Option<u16>,
+
+    districts: Vec<District>,
+    district_ix: HashMap<Box<str>, u32, Fast>,
+    schools: Vec<School>,
+    grades: Vec<Arc<str>>,
+    grade_ix: HashMap<Box<str>, u32, Fast>,
+    subgroup_sets: Vec<Arc<[String]>>,
+    subgroup_ix: HashMap<Vec<String>, u32, Fast>,
+    cal_codes: HashMap<Box<str>, u32, Fast>,
+
+    /// Encoded students by index, in chunks (no doubling slack).
+    students: Vec<Vec<Box<[u8]>>>,
+    n_students: usize,
+    student_ix: HashTable<u32>,
+    arena: Arena,
+
+    cal_codes_by_day: HashMap<(u32, u16, u32), CalCode, Fast>,
+    cal: HashMap<(u32, u16), CalAgg, Fast>,
+    /// Aggregated calendar bits at the last drain, for school years changed since
+    /// (`None`: there was no calendar).
+    cal_prev: HashMap<(u32, u16), Option<YearBits>, Fast>,
+
+    dirty: HashMap<u32, Before, Fast>,
+
+    hasher: Fast,
+    key_hasher: foldhash::quality::FixedState,
+    scratch: Decoded,
+    buf: Vec<u8>,
+}
+
+const STUDENT_CHUNK: usize = 1 << 14;
+
+/// Bits `from..to` set.
+fn range_bits(from: usize, to: usize) -> YearBits {
+    let mut out = [0u64; YEAR_WORDS];
+    for (w, word) in out.iter_mut().enumerate() {
+        let (lo, hi) = (w * 64, w * 64 + 64);
+        let (a, b) = (from.max(lo), to.min(hi));
+        if a < b {
+            let n = b - a;
+            let m = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << (a - lo) };
+            *word |= m;
+        }
+    }
+    out
+}
+
+fn and(a: &YearBits, b: &YearBits) -> YearBits {
+    std::array::from_fn(|w| a[w] & b[w])
+}
+
+fn any(a: &YearBits) -> bool {
+    a.iter().any(|&w| w != 0)
+}
+
+#[inline]
+fn test_bit(bits: &YearBits, i: usize) -> bool {
+    bits[i >> 6] & (1 << (i & 63)) != 0
+}
+
+impl RollupState {
+    /// A state with no students or calendars yet, counting days up to `as_of`.
+    pub fn new(policy: Policy, as_of: NaiveDate) -> Result<Self, StateError> {
+        policy.validate()?;
+        let as_of = epoch_day(as_of).ok_or(StateError::AsOfOutOfRange(as_of))?;
+        Ok(RollupState {
+            rules: DayRules::new(&policy),
+            policy,
+            as_of,
+            as_of_prev: None,
+            districts: Vec::new(),
+            district_ix: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            schools: Vec::new(),
+            grades: vec![Arc::from("")],
+            grade_ix: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            subgroup_sets: vec![Arc::from(Vec::<String>::new())],
+            subgroup_ix: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            cal_codes: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            students: Vec::new(),
+            n_students: 0,
+            student_ix: HashTable::new(),
+            arena: Arena::default(),
+            cal_codes_by_day: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            cal: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            cal_prev: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            dirty: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            hasher: Fast::with_seed(SEED_TABLE),
+            key_hasher: foldhash::quality::FixedState::with_seed(SEED_KEY),
+            scratch: Decoded::default(),
+            buf: Vec::with_capacity(512),
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn as_of(&self) -> NaiveDate {
+        from_epoch_day(self.as_of)
+    }
+
+    /// Students waiting for `drain_dirty`.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    // -----------------------------------------------------------------------
+    // interning
+    // -----------------------------------------------------------------------
+
+    fn district(&mut self, id: &str) -> u32 {
+        if let Some(&d) = self.district_ix.get(id) {
+            return d;
+        }
+        let d = self.districts.len() as u32;
+        self.districts.push(District {
+            id: Arc::from(id),
+            positive_attendance: policy::missing_day_rule(id, &self.policy)
+                == MissingDayRule::Missing,
+            schools: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+        });
+        self.district_ix.insert(id.into(), d);
+        d
+    }
+
+    fn school(&mut self, district: u32, id: &str) -> u32 {
+        if let Some(&s) = self.districts[district as usize].schools.get(id) {
+            return s;
+        }
+        let s = self.schools.len() as u32;
+        self.schools.push(School {
+            id: Arc::from(id),
+            students: Vec::new(),
+        });
+        self.districts[district as usize]
+            .schools
+            .insert(id.into(), s);
+        s
+    }
+
+    fn grade(&mut self, g: Option<&str>) -> u32 {
+        let g = g.unwrap_or("");
+        if g.is_empty() {
+            return 0;
+        }
+        if let Some(&i) = self.grade_ix.get(g) {
+            return i;
+        }
+        let i = self.grades.len() as u32;
+        self.grades.push(Arc::from(g));
+        self.grade_ix.insert(g.into(), i);
+        i
+    }
+
+    fn subgroups(&mut self, s: &[String]) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        if let Some(&i) = self.subgroup_ix.get(s) {
+            return i;
+        }
+        let i = self.subgroup_sets.len() as u32;
+        self.subgroup_sets.push(Arc::from(s.to_vec()));
+        self.subgroup_ix.insert(s.to_vec(), i);
+        i
+    }
+
+    fn key_hash(&self, source_system: &str, source_key: &str) -> u64 {
+        self.key_hasher.hash_one((source_system, source_key)) & HASH_MASK
+    }
+
+    fn blob(&self, s: u32) -> &[u8] {
+        &self.students[s as usize / STUDENT_CHUNK][s as usize % STUDENT_CHUNK]
+    }
+
+    fn blob_mut(&mut self, s: u32) -> &mut Box<[u8]> {
+        &mut self.students[s as usize / STUDENT_CHUNK][s as usize % STUDENT_CHUNK]
+    }
+
+    fn find_student(&self, district: u32, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one((district, id));
+        self.student_ix
+            .find(h, |&s| {
+                let (d, off) = codec::header_ids(self.blob(s));
+                d == district && self.arena.get(off) == id.as_bytes()
+            })
+            .copied()
+    }
+
+    fn student(&mut self, district: u32, id: &str) -> u32 {
+        if let Some(s) = self.find_student(district, id) {
+            return s;
+        }
+        let s = self.n_students as u32;
+        let off = self.arena.push(id);
+        let mut d = Decoded {
+            district,
+            id_off: off,
+            ..Default::default()
+        };
+        codec::normalize(&mut d);
+        codec::encode(&d, &mut self.buf);
+        if self.students.last().is_none_or(|c| c.len() == STUDENT_CHUNK) {
+            self.students.push(Vec::with_capacity(STUDENT_CHUNK));
+        }
+        self.students
+            .last_mut()
+            .expect("chunk")
+            .push(Box::from(&self.buf[..]));
+        self.n_students += 1;
+        let h = self.hasher.hash_one((district, id));
+        let RollupState {
+            student_ix,
+            students,
+            arena,
+            hasher,
+            ..
+        } = self;
+        student_ix.insert_unique(h, s, |&t| {
+            let blob = &students[t as usize / STUDENT_CHUNK][t as usize % STUDENT_CHUNK];
+            let (d, off) = codec::header_ids(blob);
+            hasher.hash_one((d, arena.get_str(off)))
+        });
+        self.dirty.insert(s, Before::Absent);
+        s
+    }
+
+    fn year_start(&self, year: u16) -> Option<u16> {
+        epoch_day(policy::school_year_start(i32::from(year), &self.policy))
+    }
+
+    /// (first day, number of days) of a school year.
+    fn year_span(&self, year: u16) -> (u16, u16) {
+        let a = self.year_start(year).expect("year checked on the way in");
+        let b = self.year_start(year + 1).expect("year checked on the way in");
+        (a, b - a)
+    }
+
+    fn check_year(&self, year: i32) -> Option<u16> {
+        let y = u16::try_from(year).ok()?;
+        self.year_start(y)?;
+        self.year_start(y.checked_add(1)?)?;
+        Some(y)
+    }
+
+    /// (school year, day offset) of a date, or `None` when out of range.
+    fn locate(&self, date: NaiveDate) -> Option<(u16, u16)> {
+        let day = epoch_day(date)?;
+        let year = self.check_year(policy::school_year_of(date, &self.policy))?;
+        let start = self.year_start(year)?;
+        Some((year, day.checked_sub(start)?))
+    }
+
+    // -----------------------------------------------------------------------
+    // applying records
+    // -----------------------------------------------------------------------
+
+    /// Load a student into the scratch space.
+    fn load(&mut self, s: u32) -> Decoded {
+        let mut d = std::mem::take(&mut self.scratch);
+        codec::decode(self.blob(s), &mut d);
+        d
+    }
+
+    /// Store a changed student, remembering how it looked at the last drain.
+    fn store(&mut self, s: u32, mut d: Decoded, new_school: Option<u32>) {
+        codec::normalize(&mut d);
+        codec::encode(&d, &mut self.buf);
+        let new = Box::from(&self.buf[..]);
+        let old = std::mem::replace(self.blob_mut(s), new);
+        match self.dirty.entry(s) {
+            hashbrown::hash_map::Entry::Occupied(mut o) => {
+                if matches!(o.get(), Before::Unchanged) {
+                    o.insert(Before::Blob(old));
+                }
+            }
+            hashbrown::hash_map::Entry::Vacant(v) => {
+                v.insert(Before::Blob(old));
+            }
+        }
+        if let Some(school) = new_school {
+            self.schools[school as usize].students.push(s);
+        }
+        self.scratch = d;
+    }
+
+    fn give_back(&mut self, d: Decoded) {
+        self.scratch = d;
+    }
+
+    /// Apply one normalized attendance event (upsert or delete, identified by
+    /// `(source_system, source_key)`).
+    pub fn apply_attendance(&mut self, e: &AttendanceEvent) -> Result<Changed, StateError> {
+        let (year, day_off) = self.locate(e.date).ok_or_else(|| StateError::DateOutOfRange {
+            entity: "attendance",
+            key: e.source_key.clone(),
+            field: "date",
+            date: e.date,
+        })?;
+        let district = self.district(&e.district_id);
+        let school = self.school(district, &e.school_id);
+        let s = self.student(district, &e.student_id);
+        let hash = self.key_hash(&e.source_system, &e.source_key);
+        let mut d = self.load(s);
+        let new_school = (!d.has_school(school)).then_some(school);
+        let held = d.events.iter().position(|x| x.hash == hash);
+        let v = e.source_version;
+        let outcome = match (e.operation, held) {
+            (_, Some(i)) if v < d.events[i].ver => Changed::Stale,
+            (Operation::Upsert, Some(i)) if v == d.events[i].ver => Changed::Duplicate,
+            (Operation::Delete, Some(i)) if v == d.events[i].ver && d.events[i].tomb => {
+                Changed::Duplicate
+            }
+            (Operation::Upsert, held) => {
+                let ev = Ev {
+                    school,
+                    year,
+                    day_off,
+                    hash,
+                    ver: v,
+                    cat: cat_index(e.category),
+                    tomb: false,
+                    frac: fraction_milli(e.category, e.absent_fraction),
+                };
+                match held {
+                    Some(i) => d.events[i] = ev,
+                    None => d.events.push(ev),
+                }
+                Changed::Applied
+            }
+            (Operation::Delete, Some(i)) => {
+                let x = &mut d.events[i];
+                x.tomb = true;
+                x.ver = v;
+                x.frac = 0;
+                Changed::Applied
+            }
+            (Operation::Delete, None) => {
+                d.events.push(Ev {
+                    school,
+                    year,
+                    day_off,
+                    hash,
+                    ver: v,
+                    cat: 0,
+                    tomb: true,
+                    frac: 0,
+                });
+                Changed::Applied
+            }
+        };
+        if outcome.is_applied() {
+            let new_school = new_school.filter(|&sc| d.events.iter().any(|x| x.school == sc));
+            self.store(s, d, new_school);
+        } else {
+            self.give_back(d);
+        }
+        Ok(outcome)
+    }
+
+    /// Apply one normalized enrollment span (upsert or delete, identified by
+    /// `(source_system, source_key)`).
+    pub fn apply_enrollment(&mut self, e: &Enrollment) -> Result<Changed, StateError> {
+        let bad_date = |field, date| StateError::DateOutOfRange {
+            entity: "enrollment",
+            key: e.source_key.clone(),
+            field,
+            date,
+        };
+        let year = self
+            .check_year(e.school_year)
+            .ok_or_else(|| StateError::SchoolYearOutOfRange {
+                entity: "enrollment",
+                key: e.source_key.clone(),
+                school_year: e.school_year,
+            })?;
+        let entry = epoch_day(e.entry_date).ok_or_else(|| bad_date("entry_date", e.entry_date))?;
+        let exit = match e.exit_date {
+            Some(x) => epoch_day(x).ok_or_else(|| bad_date("exit_date", x))?,
+            None => NO_EXIT,
+        };
+        let district = self.district(&e.district_id);
+        let school = self.school(district, &e.school_id);
+        let s = self.student(district, &e.student_id);
+        let hash = self.key_hash(&e.source_system, &e.source_key);
+        let grade = self.grade(e.grade_level.as_deref());
+        let subgroups = self.subgroups(&e.subgroups);
+        let mut d = self.load(s);
+        let new_school = (!d.has_school(school)).then_some(school);
+        let held = d.spans.iter().position(|x| x.hash == hash);
+        let v = e.source_version;
+        let outcome = match (e.operation, held) {
+            (_, Some(i)) if v < d.spans[i].ver => Changed::Stale,
+            (Operation::Upsert, Some(i)) if v == d.spans[i].ver => Changed::Duplicate,
+            (Operation::Delete, Some(i)) if v == d.spans[i].ver && d.spans[i].tomb => {
+                Changed::Duplicate
+            }
+            (Operation::Upsert, held) => {
+                let ssid = match e.state_student_id.as_deref() {
+                    None | Some("") => 0,
+                    Some(id) => match d
+                        .spans
+                        .iter()
+                        .find(|x| x.ssid != 0 && self.arena.get(x.ssid - 1) == id.as_bytes())
+                    {
+                        Some(x) => x.ssid,
+                        None => self.arena.push(id) + 1,
+                    },
+                };
+                let span = Span {
+                    school,
+                    year,
+                    hash,
+                    ver: v,
+                    tomb: false,
+                    entry,
+                    exit,
+                    grade,
+                    subgroups,
+                    ssid,
+                };
+                match held {
+                    Some(i) => d.spans[i] = span,
+                    None => d.spans.push(span),
+                }
+                Changed::Applied
+            }
+            (Operation::Delete, Some(i)) => {
+                let x = &mut d.spans[i];
+                x.tomb = true;
+                x.ver = v;
+                Changed::Applied
+            }
+            (Operation::Delete, None) => {
+                d.spans.push(Span {
+                    school,
+                    year,
+                    hash,
+                    ver: v,
+                    tomb: true,
+                    entry,
+                    exit,
+                    grade: 0,
+                    subgroups: 0,
+                    ssid: 0,
+                });
+                Changed::Applied
+            }
+        };
+        if outcome.is_applied() {
+            let new_school = new_school.filter(|&sc| d.spans.iter().any(|x| x.school == sc));
+            self.store(s, d, new_school);
+        } else {
+            self.give_back(d);
+        }
+        Ok(outcome)
+    }
+
+    /// Apply one calendar day (identified by district, school, calendar code and date).
+    /// A date is instructional for a school when any of its calendar codes says so.
+    /// When that changes, every student of the school becomes dirty.
+    pub fn apply_calendar(&mut self, c: &CalendarDay) -> Result<Changed, StateError> {
+        let (year, off) = self.locate(c.date).ok_or_else(|| StateError::DateOutOfRange {
+            entity: "calendar",
+            key: c.source_key.clone(),
+            field: "date",
+            date: c.date,
+        })?;
+        let (_, len) = self.year_span(year);
+        let district = self.district(&c.district_id);
+        let school = self.school(district, &c.school_id);
+        let n = self.cal_codes.len() as u32;
+        let code = *self
+            .cal_codes
+            .entry(c.calendar_code.as_str().into())
+            .or_insert(n);
+        let cc = self
+            .cal_codes_by_day
+            .entry((school, year, code))
+            .or_insert_with(|| CalCode {
+                ver: vec![i64::MIN; len as usize].into_boxed_slice(),
+                seen: [0; YEAR_WORDS],
+                live: [0; YEAR_WORDS],
+                instr: [0; YEAR_WORDS],
+            });
+        let i = off as usize;
+        let (w, b) = (i >> 6, 1u64 << (i & 63));
+        let seen = cc.seen[w] & b != 0;
+        let v = c.source_version;
+        let was_on = cc.live[w] & cc.instr[w] & b != 0;
+        let outcome = if seen && v < cc.ver[i] {
+            Changed::Stale
+        } else if seen && v == cc.ver[i] && (c.operation == Operation::Upsert || cc.live[w] & b == 0)
+        {
+            Changed::Duplicate
+        } else {
+            cc.seen[w] |= b;
+            cc.ver[i] = v;
+            match c.operation {
+                Operation::Upsert => {
+                    cc.live[w] |= b;
+                    if c.is_instructional {
+                        cc.instr[w] |= b;
+                    } else {
+                        cc.instr[w] &= !b;
+                    }
+                }
+                Operation::Delete => {
+                    cc.live[w] &= !b;
+                    cc.instr[w] &= !b;
+                }
+            }
+            Changed::Applied
+        };
+        let is_on = cc.live[w] & cc.instr[w] & b != 0;
+        if was_on != is_on {
+            let agg = self.cal.entry((school, year)).or_insert_with(|| CalAgg {
+                count: vec![0; len as usize].into_boxed_slice(),
+                bits: [0; YEAR_WORDS],
+            });
+            let before = agg.bits;
+            if is_on {
+                agg.count[i] += 1;
+            } else {
+                agg.count[i] -= 1;
+            }
+            if agg.count[i] > 0 {
+                agg.bits[w] |= b;
+            } else {
+                agg.bits[w] &= !b;
+            }
+            if agg.bits != before {
+                self.cal_prev.entry((school, year)).or_insert(Some(before));
+                self.dirty_school(school);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn dirty_school(&mut self, school: u32) {
+        let RollupState { schools, dirty, .. } = self;
+        for &s in &schools[school as usize].students {
+            dirty.entry(s).or_insert(Before::Unchanged);
+        }
+    }
+
+    /// Move the as-of date (forward or back). Every student of a school with an
+    /// instructional day between the old and the new date becomes dirty; returns how
+    /// many students are dirty now.
+    pub fn set_as_of(&mut self, as_of: NaiveDate) -> Result<usize, StateError> {
+        let new = epoch_day(as_of).ok_or(StateError::AsOfOutOfRange(as_of))?;
+        let old = self.as_of;
+        if new == old {
+            return Ok(self.dirty.len());
+        }
+        self.as_of_prev.get_or_insert(old);
+        // days in (lo, hi]
+        let (lo, hi) = (old.min(new), old.max(new));
+        let mut hit = Vec::new();
+        for (&(school, year), agg) in &self.cal {
+            let (start, len) = self.year_span(year);
+            let end = start + len; // exclusive
+            let a = lo.saturating_add(1).max(start);
+            let b = hi.saturating_add(1).min(end);
+            if a < b
+                && any(&and(
+                    &agg.bits,
+                    &range_bits(usize::from(a - start), usize::from(b - start)),
+                ))
+            {
+                hit.push(school);
+            }
+        }
+        self.as_of = new;
+        hit.sort_unstable();
+        hit.dedup();
+        for school in hit {
+            self.dirty_school(school);
+        }
+        Ok(self.dirty.len())
+    }
+
+    // -----------------------------------------------------------------------
+    // computing rows
+    // -----------------------------------------------------------------------
+
+    fn calendar_bits(&self, school: u32, year: u16, when: When) -> YearBits {
+        if when == When::LastDrain {
+            if let Some(prev) = self.cal_prev.get(&(school, year)) {
+                return prev.unwrap_or([0; YEAR_WORDS]);
+            }
+        }
+        self.cal
+            .get(&(school, year))
+            .map_or([0; YEAR_WORDS], |a| a.bits)
+    }
+
+    /// The day and metrics values of a decoded student.
+    fn compute(
+        &self,
+        d: &Decoded,
+        when: When,
+        days: &mut Vec<DayOut>,
+        metrics: &mut Vec<MetricsOut>,
+    ) {
+        let as_of = match when {
+            When::LastDrain => self.as_of_prev.unwrap_or(self.as_of),
+            When::Now => self.as_of,
+        };
+        let missing = self.districts[d.district as usize].positive_attendance;
+        for u in &d.units {
+            self.compute_unit(d, u, as_of, when, missing, days, metrics);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compute_unit(
+        &self,
+        d: &Decoded,
+        u: &Unit,
+        as_of: u16,
+        when: When,
+        missing: bool,
+        days: &mut Vec<DayOut>,
+        metrics: &mut Vec<MetricsOut>,
+    ) {
+        let (start, len) = self.year_span(u.year);
+        let instr = self.calendar_bits(u.school, u.year, when);
+        let exclusive = self.policy.exit_date == policy::ExitDateRule::Exclusive;
+        let mut enrolled = [0u64; YEAR_WORDS];
+        let mut latest: Option<&Span> = None;
+        for s in d.unit_spans(u).iter().filter(|s| !s.tomb) {
+            let from = s.entry.max(start);
+            let to = match s.exit {
+                NO_EXIT => start + len,
+                x if exclusive => x,
+                x => x.saturating_add(1),
+            }
+            .min(start + len);
+            if from < to {
+                let r = range_bits(usize::from(from - start), usize::from(to - start));
+                enrolled = std::array::from_fn(|w| enrolled[w] | r[w]);
+            }
+            if latest.is_none_or(|l| (s.entry, s.ver) > (l.entry, l.ver)) {
+                latest = Some(s);
+            }
+        }
+        // days counted: instructional, enrolled, up to as-of
+        let limit = if as_of < start {
+            0
+        } else {
+            (as_of - start + 1).min(len)
+        };
+        let counted = and(&and(&instr, &enrolled), &range_bits(0, usize::from(limit)));
+        let events = d.unit_events(u);
+        let (mut non_instructional, mut outside) = (0u32, 0u32);
+        for e in events.iter().filter(|e| !e.tomb) {
+            let i = usize::from(e.day_off);
+            if !test_bit(&instr, i) {
+                non_instructional += 1;
+            } else if !test_bit(&enrolled, i) {
+                outside += 1;
+            }
+        }
+        let first = days.len();
+        let mut k = 0usize;
+        for w in 0..YEAR_WORDS {
+            let mut word = counted[w];
+            while word != 0 {
+                let i = (w << 6) as u16 + word.trailing_zeros() as u16;
+                word &= word - 1;
+                while k < events.len() && events[k].day_off < i {
+                    k += 1;
+                }
+                let mut acc = DayAcc::default();
+                while k < events.len() && events[k].day_off == i {
+                    let e = &events[k];
+                    if !e.tomb {
+                        acc.add(e.cat, e.frac, e.ver);
+                    }
+                    k += 1;
+                }
+                days.push(DayOut {
+                    school: u.school,
+                    year: u.year,
+                    day: start + i,
+                    val: acc.finish(&self.rules, missing),
+                });
+            }
+        }
+        let mine = &days[first..];
+        if mine.is_empty() && non_instructional == 0 && outside == 0 {
+            return;
+        }
+        let mut m = MetricsOut {
+            school: u.school,
+            year: u.year,
+            as_of: mine.last().map_or(start, |x| x.day),
+            days_enrolled: 0,
+            absent: 0,
+            excused: 0,
+            unexcused: 0,
+            suspended: 0,
+            days_tardy: 0,
+            unexcused_window: 0,
+            absent_last_30: 0,
+            meets_min: false,
+            chronic: false,
+            tier: Tier::Satisfactory,
+            truant: false,
+            non_instructional,
+            outside_enrollment: outside,
+            missing: 0,
+            grade: latest.map_or(0, |s| s.grade),
+            subgroups: latest.map_or(0, |s| s.subgroups),
+            ssid: latest.map_or(0, |s| s.ssid),
+        };
+        let window_start = epoch_day(policy::truancy_window_start(
+            from_epoch_day(m.as_of),
+            &self.policy,
+        ))
+        .unwrap_or(0);
+        for x in mine {
+            let v = &x.val;
+            m.days_enrolled += u32::from(v.enrolled);
+            m.absent += u32::from(v.absent);
+            m.excused += u32::from(v.excused);
+            m.unexcused += u32::from(v.unexcused);
+            m.suspended += u32::from(v.suspended);
+            m.days_tardy += u32::from(v.tardy);
+            m.missing += u32::from(v.status == crate::rows::DayStatus::Missing);
+            if x.day >= window_start {
+                m.unexcused_window += u32::from(v.unexcused);
+            }
+        }
+        m.absent_last_30 = mine
+            .iter()
+            .rev()
+            .filter(|x| x.val.enrolled == 1)
+            .take(30)
+            .map(|x| u32::from(x.val.absent))
+            .sum();
+        let absent_days = f64::from(m.absent) / 1000.0;
+        m.meets_min = policy::meets_min_enrollment(m.days_enrolled, &self.policy);
+        m.chronic = policy::is_chronic(absent_days, m.days_enrolled, &self.policy);
+        m.tier = policy::absence_rate(absent_days, m.days_enrolled)
+            .map_or(Tier::Satisfactory, |r| policy::tier(r, &self.policy));
+        m.truant = policy::is_truant(f64::from(m.unexcused_window) / 1000.0, &self.policy);
+        metrics.push(m);
+    }
+
+    // -----------------------------------------------------------------------
+    // draining
+    // -----------------------------------------------------------------------
+
+    /// Recompute every dirty student and return, per student whose rows changed, the
+    /// rows to upsert and the rows to tombstone since the last drain. Students are in a
+    /// stable order (first seen first).
+    pub fn drain_dirty(&mut self) -> Vec<StudentChange> {
+        let mut dirty: Vec<(u32, Before)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_unstable_by_key(|(s, _)| *s);
+        let mut out = Vec::new();
+        let (mut d_old, mut d_new) = (Decoded::default(), Decoded::default());
+        let (mut days_old, mut days_new, mut m_old, mut m_new) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (s, before) in dirty {
+            days_old.clear();
+            days_new.clear();
+            m_old.clear();
+            m_new.clear();
+            codec::decode(self.blob(s), &mut d_new);
+            match &before {
+                Before::Absent => {}
+                Before::Unchanged => self.compute(&d_new, When::LastDrain, &mut days_old, &mut m_old),
+                Before::Blob(b) => {
+                    codec::decode(b, &mut d_old);
+                    self.compute(&d_old, When::LastDrain, &mut days_old, &mut m_old);
+                }
+            }
+            self.compute(&d_new, When::Now, &mut days_new, &mut m_new);
+            if let Some(c) = self.diff(&d_new, &days_old, &days_new, &m_old, &m_new) {
+                out.push(c);
+            }
+        }
+        self.cal_prev.clear();
+        self.as_of_prev = None;
+        out
+    }
+
+    /// Forget what is dirty, as if it had been drained and written: use after rebuilding
+    /// the state from a replay of records whose rows are already in the tables.
+    pub fn discard_dirty(&mut self) {
+        self.dirty.clear();
+        self.cal_prev.clear();
+        self.as_of_prev = None;
+    }
+
+    /// Every current row of every student (not only the dirty ones): for reconciling
+    /// the tables after a rebuild, and for tests.
+    pub fn rows(&self) -> (Vec<DayRow>, Vec<MetricsRow>) {
+        let (mut day_rows, mut metric_rows) = (Vec::new(), Vec::new());
+        let mut d = Decoded::default();
+        let (mut days, mut metrics) = (Vec::new(), Vec::new());
+        for s in 0..self.n_students as u32 {
+            days.clear();
+            metrics.clear();
+            codec::decode(self.blob(s), &mut d);
+            self.compute(&d, When::Now, &mut days, &mut metrics);
+            if days.is_empty() && metrics.is_empty() {
+                continue;
+            }
+            let ids = self.ids(&d);
+            day_rows.extend(days.iter().map(|x| self.day_row(&ids, x, 0)));
+            metric_rows.extend(metrics.iter().map(|x| self.metrics_row(&ids, x, 0)));
+        }
+        (day_rows, metric_rows)
+    }
+
+    fn ids(&self, d: &Decoded) -> (Arc<str>, Arc<str>) {
+        (
+            self.districts[d.district as usize].id.clone(),
+            Arc::from(self.arena.get_str(d.id_off)),
+        )
+    }
+
+    fn day_row(&self, ids: &(Arc<str>, Arc<str>), x: &DayOut, deleted: u8) -> DayRow {
+        let v = &x.val;
+        DayRow {
+            school_year: x.year,
+            district_id: ids.0.clone(),
+            school_id: self.schools[x.school as usize].id.clone(),
+            student_id: ids.1.clone(),
+            date: from_epoch_day(x.day),
+            status: v.status,
+            enrolled: v.enrolled,
+            absent_milli: v.absent,
+            excused_milli: v.excused,
+            unexcused_milli: v.unexcused,
+            suspended_milli: v.suspended,
+            tardy: v.tardy,
+            source_version: v.source_version,
+            deleted,
+        }
+    }
+
+    fn metrics_row(&self, ids: &(Arc<str>, Arc<str>), m: &MetricsOut, deleted: u8) -> MetricsRow {
+        MetricsRow {
+            school_year: m.year,
+            district_id: ids.0.clone(),
+            school_id: self.schools[m.school as usize].id.clone(),
+            student_id: ids.1.clone(),
+            state_student_id: if m.ssid == 0 {
+                Arc::from("")
+            } else {
+                Arc::from(self.arena.get_str(m.ssid - 1))
+            },
+            grade_level: self.grades[m.grade as usize].clone(),
+            subgroups: self.subgroup_sets[m.subgroups as usize].clone(),
+            as_of_date: from_epoch_day(m.as_of),
+            days_enrolled: m.days_enrolled,
+            absent_milli: m.absent,
+            excused_milli: m.excused,
+            unexcused_milli: m.unexcused,
+            suspended_milli: m.suspended,
+            days_tardy: m.days_tardy,
+            unexcused_window_milli: m.unexcused_window,
+            absent_last_30_milli: m.absent_last_30,
+            meets_min_enrollment: u8::from(m.meets_min),
+            is_chronically_absent: u8::from(m.chronic),
+            tier: m.tier,
+            is_truant: u8::from(m.truant),
+            events_non_instructional: m.non_instructional,
+            events_outside_enrollment: m.outside_enrollment,
+            days_missing: m.missing,
+            deleted,
+        }
+    }
+
+    fn diff(
+        &self,
+        d: &Decoded,
+        days_old: &[DayOut],
+        days_new: &[DayOut],
+        m_old: &[MetricsOut],
+        m_new: &[MetricsOut],
+    ) -> Option<StudentChange> {
+        use std::cmp::Ordering;
+        let mut ids: Option<(Arc<str>, Arc<str>)> = None;
+        let mut change = StudentChange::default();
+        let day_key = |x: &DayOut| (x.year, x.school, x.day);
+        let (mut i, mut j) = (0, 0);
+        while i < days_old.len() || j < days_new.len() {
+            let (o, n) = (days_old.get(i), days_new.get(j));
+            let ord = match (o, n) {
+                (Some(a), Some(b)) => day_key(a).cmp(&day_key(b)),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match (ord, o, n) {
+                (Ordering::Less, Some(a), _) => {
+                    let ids = ids.get_or_insert_with(|| self.ids(d));
+                    change.day_rows_delete.push(self.day_row(ids, a, 1));
+                    i += 1;
+                }
+                (Ordering::Greater, _, Some(b)) => {
+                    let ids = ids.get_or_insert_with(|| self.ids(d));
+                    change.day_rows_upsert.push(self.day_row(ids, b, 0));
+                    j += 1;
+                }
+                (_, Some(a), Some(b)) => {
+                    if a.val != b.val {
+                        let ids = ids.get_or_insert_with(|| self.ids(d));
+                        change.day_rows_upsert.push(self.day_row(ids, b, 0));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                _ => unreachable!("one side has a row"),
+            }
+        }
+        let m_key = |x: &MetricsOut| (x.year, x.school);
+        let (mut i, mut j) = (0, 0);
+        while i < m_old.len() || j < m_new.len() {
+            let (o, n) = (m_old.get(i), m_new.get(j));
+            let ord = match (o, n) {
+                (Some(a), Some(b)) => m_key(a).cmp(&m_key(b)),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match (ord, o, n) {
+                (Ordering::Less, Some(a), _) => {
+                    let ids = ids.get_or_insert_with(|| self.ids(d));
+                    change.metrics_delete.push(self.metrics_row(ids, a, 1));
+                    i += 1;
+                }
+                (Ordering::Greater, _, Some(b)) => {
+                    let ids = ids.get_or_insert_with(|| self.ids(d));
+                    change.metrics_upsert.push(self.metrics_row(ids, b, 0));
+                    j += 1;
+                }
+                (_, Some(a), Some(b)) => {
+                    if a != b {
+                        let ids = ids.get_or_insert_with(|| self.ids(d));
+                        let row = self.metrics_row(ids, b, 0);
+                        // the same state student id may sit at another arena offset
+                        if self.metrics_row(ids, a, 0) != row {
+                            change.metrics_upsert.push(row);
+                        }
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                _ => unreachable!("one side has a row"),
+            }
+        }
+        if change.is_empty() {
+            return None;
+        }
+        let ids = ids.expect("set when anything changed");
+        change.district_id = ids.0;
+        change.student_id = ids.1;
+        Some(change)
+    }
+
+    // -----------------------------------------------------------------------
+    // sizes
+    // -----------------------------------------------------------------------
+
+    /// Counts and approximate heap bytes of the state.
+    pub fn stats(&self) -> StateStats {
+        let mut st = StateStats {
+            students: self.n_students,
+            dirty: self.dirty.len(),
+            ..Default::default()
+        };
+        let mut d = Decoded::default();
+        let mut blob_bytes = 0usize;
+        for chunk in &self.students {
+            blob_bytes += chunk.capacity() * std::mem::size_of::<Box<[u8]>>();
+            for b in chunk {
+                blob_bytes += b.len();
+                codec::decode(b, &mut d);
+                st.units += d.units.len();
+                st.spans += d.spans.len();
+                st.events += d.events.len();
+                st.tombstones += d.spans.iter().filter(|s| s.tomb).count()
+                    + d.events.iter().filter(|e| e.tomb).count();
+            }
+        }
+        let index_bytes = self.student_ix.capacity() * (std::mem::size_of::<u32>() + 1);
+        let school_lists: usize = self
+            .schools
+            .iter()
+            .map(|s| s.students.capacity() * 4)
+            .sum();
+        st.student_bytes = blob_bytes + index_bytes + self.arena.bytes() + school_lists;
+        let cal_codes: usize = self
+            .cal_codes_by_day
+            .values()
+            .map(|c| c.ver.len() * 8 + std::mem::size_of::<CalCode>() + 16)
+            .sum();
+        let cal: usize = self
+            .cal
+            .values()
+            .map(|c| c.count.len() * 2 + std::mem::size_of::<CalAgg>() + 8)
+            .sum();
+        let names: usize = self
+            .schools
+            .iter()
+            .map(|s| s.id.len() * 2 + 64)
+            .sum::<usize>()
+            + self.districts.len() * 128;
+        st.shared_bytes = cal_codes + cal + names;
+        st
+    }
+}
+
+impl std::fmt::Debug for RollupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollupState")
+            .field("as_of", &self.as_of())
+            .field("students", &self.n_students)
+            .field("schools", &self.schools.len())
+            .field("dirty", &self.dirty.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_days_round_trip_and_reject_out_of_range() {
+        let d = NaiveDate::from_ymd_opt(2022, 5, 27).unwrap();
+        assert_eq!(epoch_day(d), Some(19139));
+        assert_eq!(from_epoch_day(19139), d);
+        assert_eq!(epoch_day(NaiveDate::from_ymd_opt(1969, 12, 31).unwrap()), None);
+        assert_eq!(epoch_day(NaiveDate::from_ymd_opt(2149, 6, 6).unwrap()), None);
+    }
+
+    #[test]
+    fn arena_offsets_address_their_strings_across_chunks() {
+        let mut a = Arena::default();
+        let long = "x".repeat(1000);
+        let mut offs = Vec::new();
+        for i in 0..3000 {
+            offs.push((a.push(&format!("{i}{long}")), i));
+        }
+        assert!(a.chunks.len() > 1);
+        for (off, i) in offs {
+            assert_eq!(a.get_str(off), format!("{i}{long}"));
+        }
+    }
+}
