@@ -467,3 +467,342 @@ impl Expected {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CorrectionStyle, DistrictSpec, Feed, SimConfig};
+    use crate::model::*;
+
+    fn sep(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 9, d).unwrap()
+    }
+
+    fn oct(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 10, d).unwrap()
+    }
+
+    /// School days: the 20 weekdays 2–27 September 2024; 30 September is a holiday and
+    /// 1 October a weather day.
+    fn school_days() -> Vec<NaiveDate> {
+        (2..=27)
+            .map(sep)
+            .filter(|d| d.weekday().number_from_monday() <= 5)
+            .collect()
+    }
+
+    use chrono::Datelike;
+
+    struct Tiny {
+        positive: bool,
+        records: Vec<Record>,
+        changes: Vec<(NaiveDate, RecordId, Op)>,
+    }
+
+    const A: u32 = 0;
+    const B: u32 = 1;
+
+    impl Tiny {
+        fn new(positive: bool) -> Tiny {
+            let mut t = Tiny {
+                positive,
+                records: vec![],
+                changes: vec![],
+            };
+            for school in [A, B] {
+                for date in school_days() {
+                    t.calendar(school, date, CalendarEvent::InstructionalDay);
+                }
+                t.calendar(school, sep(30), CalendarEvent::Holiday);
+                t.calendar(school, oct(1), CalendarEvent::WeatherDay);
+            }
+            t
+        }
+
+        fn add(&mut self, visible: NaiveDate, fact: Fact, malformed: Option<Malformation>) -> RecordId {
+            self.records.push(Record {
+                resource: fact.resource(),
+                district: 0,
+                malformed,
+            });
+            let id = (self.records.len() - 1) as RecordId;
+            self.changes.push((visible, id, Op::Upsert(fact)));
+            id
+        }
+
+        fn calendar(&mut self, school: u32, date: NaiveDate, event: CalendarEvent) {
+            self.add(
+                sep(1),
+                Fact::CalendarDate(CalendarDateFact {
+                    school,
+                    date,
+                    event,
+                }),
+                None,
+            );
+        }
+
+        fn enroll(&mut self, school: u32, student: u32, entry: NaiveDate, exit: Option<NaiveDate>) -> RecordId {
+            self.add(
+                sep(1),
+                Fact::Enrollment(EnrollmentFact {
+                    school,
+                    student,
+                    entry_date: entry,
+                    exit_date: exit,
+                    grade: Grade::G3,
+                    entry_type: EntryType::NextYearSchool,
+                    exit_type: exit.map(|_| ExitType::Withdrawn),
+                }),
+                None,
+            )
+        }
+
+        fn event(&mut self, school: u32, student: u32, date: NaiveDate, category: Category, absent_milli: u16) -> RecordId {
+            self.add(sep(1), Fact::Attendance(att(school, student, date, category, absent_milli)), None)
+        }
+
+        fn world(mut self) -> World {
+            self.changes.sort_by_key(|c| c.0);
+            let spec = DistrictSpec {
+                id: "d1".into(),
+                name: "Tiny".into(),
+                lea_id: 1,
+                feed: Feed::Edfi,
+                schools: 2,
+                students_per_school: 3,
+                positive_attendance: self.positive,
+                corrections: CorrectionStyle::KeyChange,
+            };
+            let schools = [A, B]
+                .iter()
+                .map(|s| School {
+                    district: 0,
+                    school_id: 1001 + u64::from(*s),
+                    local_code: format!("{:03}", s + 1),
+                    name: format!("School {s}"),
+                    level: SchoolLevel::Elementary,
+                })
+                .collect();
+            let students = (1..=7)
+                .map(|i| Student {
+                    district: 0,
+                    unique_id: format!("s{i}"),
+                    first_name: "F".into(),
+                    last_name: "L".into(),
+                    grade: Grade::G3,
+                })
+                .collect();
+            World::assemble(
+                SimConfig {
+                    districts: vec![spec.clone()],
+                    ..SimConfig::default()
+                },
+                vec![District {
+                    spec,
+                    schools: vec![A, B],
+                    first_instructional_day: sep(2),
+                    last_instructional_day: sep(27),
+                }],
+                schools,
+                students,
+                self.records,
+                self.changes,
+                NaiveDate::from_ymd_opt(2024, 8, 1).unwrap(),
+                oct(31),
+            )
+        }
+    }
+
+    fn att(school: u32, student: u32, date: NaiveDate, category: Category, absent_milli: u16) -> AttendanceFact {
+        AttendanceFact {
+            school,
+            student,
+            date,
+            category,
+            absent_milli,
+            minutes_missed: absent_milli / 1000 * 360,
+            reason: Reason::None,
+        }
+    }
+
+    /// Students (index → id): 0 s1, 1 s2, 2 s3, 3 s4, 4 s5, 5 s6 (no-show), 6 s7.
+    fn scenario() -> World {
+        let mut t = Tiny::new(false);
+        // s1 at A all month: 1 excused + ½ unexcused + 1 OSS = 2.5 absent days of 20.
+        t.enroll(A, 0, sep(2), None);
+        t.event(A, 0, sep(3), Category::ExcusedAbsence, 1000);
+        let half = t.event(A, 0, sep(4), Category::UnexcusedAbsence, 500);
+        t.event(A, 0, sep(5), Category::OutOfSchoolSuspension, 1000);
+        t.event(A, 0, sep(6), Category::InSchoolSuspension, 0);
+        t.event(A, 0, sep(9), Category::Tardy, 0);
+        t.event(A, 0, sep(10), Category::EarlyDeparture, 0);
+        t.event(A, 0, sep(30), Category::UnexcusedAbsence, 1000); // a holiday: ignored
+        t.event(A, 0, oct(1), Category::UnexcusedAbsence, 1000); // a weather day: ignored
+        t.add(
+            sep(11),
+            Fact::Attendance(att(A, 0, sep(11), Category::UnexcusedAbsence, 1000)),
+            Some(Malformation::UnknownCode),
+        );
+        // The half day is corrected to excused on 10 October.
+        t.changes.push((
+            oct(10),
+            half,
+            Op::Upsert(Fact::Attendance(att(A, 0, sep(4), Category::ExcusedAbsence, 500))),
+        ));
+        // s2 at A, exit 17 September inclusive: 12 days, 1 absent (8.3%).
+        t.enroll(A, 1, sep(2), Some(sep(17)));
+        t.event(A, 1, sep(16), Category::UnexcusedAbsence, 1000);
+        t.event(A, 1, sep(18), Category::UnexcusedAbsence, 1000); // after exit: ignored
+        // s3 at A from 16 September: 10 days, 1 absent = exactly 10%.
+        t.enroll(A, 2, sep(16), None);
+        t.event(A, 2, sep(20), Category::UnexcusedAbsence, 1000);
+        // s4 transfers: A 2–13 September (10 days, 1 absent), B from 16 (10 days, 0).
+        t.enroll(A, 3, sep(2), Some(sep(13)));
+        t.event(A, 3, sep(9), Category::ExcusedAbsence, 1000);
+        t.enroll(B, 3, sep(16), None);
+        // s5 at B from 23 September: 5 days, 3 unexcused (below the minimum; truant).
+        t.enroll(B, 4, sep(23), None);
+        for d in [23, 24, 25] {
+            t.event(B, 4, sep(d), Category::UnexcusedAbsence, 1000);
+        }
+        // s6: a no-show, purged on 20 September with the events.
+        let e = t.enroll(A, 5, sep(2), None);
+        let mut purged = vec![e];
+        for d in [2, 3, 4] {
+            purged.push(t.event(A, 5, sep(d), Category::UnexcusedAbsence, 1000));
+        }
+        for r in purged {
+            t.changes.push((sep(20), r, Op::Delete));
+        }
+        t.world()
+    }
+
+    fn row<'a>(e: &'a Expected, school: u64, student: &str) -> &'a StudentSchoolRow {
+        e.students
+            .iter()
+            .find(|r| r.school_id == school && r.student_id == student)
+            .unwrap_or_else(|| panic!("no row for {school} {student}"))
+    }
+
+    #[test]
+    fn fractional_partial_days_oss_absent_iss_and_tardy_present() {
+        let world = scenario();
+        let e = expected_metrics(&world, sep(27));
+        let s1 = row(&e, 1001, "s1");
+        assert_eq!(s1.days_enrolled, 20);
+        assert_eq!(s1.days_absent, 2.5);
+        assert_eq!(s1.days_excused, 1.0);
+        assert_eq!(s1.days_unexcused, 0.5);
+        assert_eq!(s1.days_suspended, 1.0);
+        assert_eq!(s1.days_in_school_suspension, 1);
+        assert_eq!(s1.days_tardy, 2);
+        assert_eq!(s1.absence_rate, 0.125);
+        assert!(s1.chronically_absent);
+        assert_eq!(s1.tier, Tier::ModerateChronic);
+        assert!(!s1.truant);
+    }
+
+    #[test]
+    fn exit_date_is_an_enrolled_day_and_later_events_are_ignored() {
+        let e = expected_metrics(&scenario(), sep(27));
+        let s2 = row(&e, 1001, "s2");
+        assert_eq!((s2.days_enrolled, s2.days_absent), (12, 1.0));
+        assert_eq!(s2.tier, Tier::AtRisk);
+        assert!(!s2.chronically_absent);
+    }
+
+    #[test]
+    fn exactly_ten_percent_with_ten_days_is_chronic() {
+        let e = expected_metrics(&scenario(), sep(27));
+        let s3 = row(&e, 1001, "s3");
+        assert_eq!((s3.days_enrolled, s3.days_absent), (10, 1.0));
+        assert!(s3.chronically_absent && s3.meets_min_enrollment);
+        assert_eq!(s3.tier, Tier::ModerateChronic);
+    }
+
+    #[test]
+    fn below_minimum_enrollment_is_not_judged_chronic() {
+        let e = expected_metrics(&scenario(), sep(27));
+        let s5 = row(&e, 1002, "s5");
+        assert_eq!((s5.days_enrolled, s5.days_absent), (5, 3.0));
+        assert!(!s5.meets_min_enrollment && !s5.chronically_absent);
+        assert_eq!(s5.tier, Tier::SevereChronic);
+        assert!(s5.truant, "3 unexcused days");
+    }
+
+    #[test]
+    fn school_counts_per_school_and_district_counts_distinct_students_on_combined_days() {
+        let e = expected_metrics(&scenario(), sep(27));
+        // s4 is chronic at A (1 of 10) and satisfactory at B (0 of 10).
+        assert!(row(&e, 1001, "s4").chronically_absent);
+        assert_eq!(row(&e, 1002, "s4").tier, Tier::Satisfactory);
+        let a = &e.schools.iter().find(|s| s.school_id == 1001).unwrap().counts;
+        assert_eq!(a.students_enrolled, 4);
+        assert_eq!(a.students_meeting_min_enrollment, 4);
+        assert_eq!(a.chronically_absent, 3);
+        assert_eq!((a.satisfactory, a.at_risk, a.moderate_chronic, a.severe_chronic), (0, 1, 3, 0));
+        assert_eq!(a.chronic_absence_rate, 0.75);
+        let b = &e.schools.iter().find(|s| s.school_id == 1002).unwrap().counts;
+        assert_eq!((b.students_enrolled, b.students_meeting_min_enrollment), (2, 1));
+        assert_eq!((b.chronically_absent, b.satisfactory, b.truant), (0, 1, 1));
+        // District: s4 judged on 20 days with 1 absence = 5% (at risk, not chronic).
+        let d = &e.districts[0].counts;
+        assert_eq!(d.students_enrolled, 5);
+        assert_eq!(d.students_meeting_min_enrollment, 4);
+        assert_eq!(d.chronically_absent, 2);
+        assert_eq!((d.satisfactory, d.at_risk, d.moderate_chronic, d.severe_chronic), (0, 2, 2, 0));
+        assert_eq!(d.days_enrolled, 20 + 12 + 10 + 20 + 5);
+        assert_eq!(d.days_absent, 2.5 + 1.0 + 1.0 + 1.0 + 3.0);
+        assert_eq!(e.state, *d);
+    }
+
+    #[test]
+    fn deleted_and_malformed_records_are_excluded_and_deletes_apply_when_visible() {
+        let world = scenario();
+        let e = expected_metrics(&world, sep(27));
+        assert!(e.students.iter().all(|r| r.student_id != "s6"));
+        assert_eq!(row(&e, 1001, "s1").days_absent, 2.5, "the malformed event is not counted");
+        // Before the purge is visible the no-show counts: 3 of 9 days absent.
+        let before = expected_metrics(&world, sep(12));
+        let s6 = row(&before, 1001, "s6");
+        assert_eq!((s6.days_enrolled, s6.days_absent), (9, 3.0));
+    }
+
+    #[test]
+    fn as_of_cuts_the_days_and_late_corrections_apply_once_visible() {
+        let world = scenario();
+        let e = expected_metrics(&world, sep(13));
+        let s1 = row(&e, 1001, "s1");
+        assert_eq!((s1.days_enrolled, s1.days_absent), (10, 2.5));
+        assert_eq!(s1.tier, Tier::SevereChronic);
+        assert!(e.students.iter().all(|r| r.student_id != "s3"), "not enrolled yet");
+        // The correction (visible 10 October) turns the half day excused.
+        let later = expected_metrics_at(&world, sep(27), oct(15));
+        let s1 = row(&later, 1001, "s1");
+        assert_eq!((s1.days_excused, s1.days_unexcused, s1.days_absent), (1.5, 0.0, 2.5));
+    }
+
+    #[test]
+    fn positive_attendance_missing_days_count_present_and_are_reported() {
+        let mut t = Tiny::new(true);
+        t.enroll(A, 0, sep(2), None);
+        let days = school_days();
+        for d in &days[2..] {
+            t.event(A, 0, *d, Category::Present, 0);
+        }
+        let e = expected_metrics(&t.world(), sep(27));
+        let s1 = row(&e, 1001, "s1");
+        assert_eq!((s1.days_enrolled, s1.days_absent, s1.days_missing), (20, 0.0, 2));
+    }
+
+    #[test]
+    fn tier_cut_points_are_exact() {
+        assert_eq!(Tier::of(499, 10), Tier::Satisfactory);
+        assert_eq!(Tier::of(500, 10), Tier::AtRisk);
+        assert_eq!(Tier::of(999, 10), Tier::AtRisk);
+        assert_eq!(Tier::of(1000, 10), Tier::ModerateChronic);
+        assert_eq!(Tier::of(3000, 15), Tier::SevereChronic);
+        assert_eq!(Tier::of(2999, 15), Tier::ModerateChronic);
+    }
+}
