@@ -149,11 +149,13 @@ impl DistrictSpec {
 
 impl SimConfig {
     /// For tests: 2 districts × 2 schools × 50 students, one Ed-Fi (key-change
-    /// corrections) and one PowerSchool CSV; a few malformed records.
+    /// corrections) and one PowerSchool CSV; a few malformed records, and more no-shows
+    /// than real life so every district has a purge.
     pub fn small(seed: u64) -> Self {
         SimConfig {
             seed,
             malformed_rate: 0.01,
+            no_show_rate: 0.05,
             districts: vec![
                 DistrictSpec::new("d-edfi", "Grand Bend ISD", 255901, Feed::Edfi, 2, 50),
                 DistrictSpec::new(
