@@ -362,7 +362,10 @@ mod tests {
     #[test]
     fn other_enums_have_stable_names() {
         assert_eq!(
-            Operation::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            Operation::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
             ["upsert", "delete"]
         );
         assert_eq!(

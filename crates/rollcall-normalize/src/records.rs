@@ -1,0 +1,646 @@
+//! Building the three canonical records. Each format (Ed-Fi resource, Ed-Fi keyValues,
+//! flat) is first read into one input shape per entity, naming its fields as that format
+//! spells them; the checks and the policy are then applied once, in `build_*`.
+
+use std::borrow::Cow;
+
+use chrono::NaiveDate;
+use rollcall_codemaps::CodeMapRegistry;
+use rollcall_model::{
+    AttendanceEvent, CalendarDay, Canonical, Enrollment, Entity, Operation, RawEnvelope,
+};
+use rollcall_policy::{
+    absent_fraction_from_duration_days, absent_fraction_from_minutes, is_future, school_year_of,
+    DurationError, Policy,
+};
+
+use crate::fields::{self, descriptor_code_value, reject, Name};
+use crate::payload::{EdfiDoc, FlatDoc, IdValue, YearValue};
+use crate::reject::{RejectKind, Rejection};
+
+type Text<'a> = Option<Cow<'a, str>>;
+
+/// A number as the payload gave it: JSON number (Ed-Fi) or text (flat).
+enum Num<'a> {
+    Value(f64),
+    Text(Cow<'a, str>),
+}
+
+impl Num<'_> {
+    fn get(&self, name: Name) -> Result<f64, Rejection> {
+        match self {
+            Num::Value(v) => Ok(*v),
+            Num::Text(t) => fields::number(name, t),
+        }
+    }
+}
+
+/// A school year as the payload gave it.
+enum Year<'a> {
+    Value(i64),
+    Text(Cow<'a, str>),
+}
+
+impl Year<'_> {
+    fn get(&self, name: Name) -> Result<i32, Rejection> {
+        match self {
+            Year::Value(v) => fields::year(name, *v),
+            Year::Text(t) => fields::year_text(name, t),
+        }
+    }
+}
+
+/// The envelope-level facts every record of one raw record shares.
+pub struct Meta {
+    operation: Operation,
+    source_key: String,
+    source_system: String,
+    source_instance: String,
+    source_version: i64,
+    observed_at_ms: i64,
+}
+
+impl Meta {
+    pub fn new(env: &RawEnvelope, operation: Operation, source_key: &str) -> Meta {
+        Meta {
+            operation,
+            source_key: source_key.to_string(),
+            source_system: env.source_system.clone(),
+            source_instance: env.source_instance.clone(),
+            source_version: env.source_version,
+            observed_at_ms: env.observed_at_ms,
+        }
+    }
+
+    fn upsert(&self) -> bool {
+        self.operation == Operation::Upsert
+    }
+}
+
+/// Where a raw record is being normalized: its envelope, district and the rules.
+pub struct Source<'a> {
+    pub env: &'a RawEnvelope,
+    /// The envelope's district id, normalized.
+    pub district_id: String,
+    pub policy: &'a Policy,
+    pub codemaps: &'a CodeMapRegistry,
+    pub today: NaiveDate,
+}
+
+struct AttendanceIn<'a> {
+    school_id: (Name, Text<'a>),
+    session_school_id: Option<(Name, Cow<'a, str>)>,
+    student_id: (Name, Text<'a>),
+    district_id: Option<(Name, Cow<'a, str>)>,
+    date: (Name, Text<'a>),
+    code: (Name, Text<'a>),
+    secondary_code: (Name, Text<'a>),
+    school_year: Option<(Name, Year<'a>)>,
+    duration_days: Option<(Name, Num<'a>)>,
+    minutes_absent: Option<(Name, Num<'a>)>,
+    school_day_minutes: Option<(Name, Num<'a>)>,
+    reason: (Name, Text<'a>),
+}
+
+struct EnrollmentIn<'a> {
+    school_id: (Name, Text<'a>),
+    student_id: (Name, Text<'a>),
+    district_id: Option<(Name, Cow<'a, str>)>,
+    entry_date: (Name, Text<'a>),
+    exit_date: (Name, Text<'a>),
+    school_year: Option<(Name, Year<'a>)>,
+    grade_level: (Name, Text<'a>),
+    subgroups: (Name, Text<'a>),
+    state_student_id: (Name, Text<'a>),
+}
+
+struct CalendarIn<'a> {
+    school_id: (Name, Text<'a>),
+    district_id: Option<(Name, Cow<'a, str>)>,
+    /// `None` with a name: required but missing (Ed-Fi); `None` without: optional (flat).
+    calendar_code: (Name, Text<'a>, bool),
+    date: (Name, Text<'a>),
+    school_year: Option<(Name, Year<'a>)>,
+    events: (Name, Option<Vec<Text<'a>>>),
+    is_instructional: (Name, Text<'a>),
+}
+
+fn id_text(v: Option<IdValue<'_>>) -> Text<'_> {
+    v.map(|i| i.0)
+}
+
+fn year_of<'a>(name: Name, v: Option<YearValue>) -> Option<(Name, Year<'a>)> {
+    v.map(|y| (name, Year::Value(y.0)))
+}
+
+fn text_pair<'a>(name: Name, v: Text<'a>) -> Option<(Name, Cow<'a, str>)> {
+    v.map(|t| (name, t))
+}
+
+impl Source<'_> {
+    /// One Ed-Fi record, in its resource shape or (`key_values`) its flat key shape.
+    pub fn edfi(
+        &self,
+        doc: EdfiDoc<'_>,
+        prefix: &'static str,
+        key_values: bool,
+        meta: Meta,
+    ) -> Result<Canonical, Rejection> {
+        let n = |leaf| Name(prefix, leaf);
+        match self.env.entity {
+            Entity::Attendance => {
+                if doc.section_reference.is_some() {
+                    return Err(reject(
+                        RejectKind::UnsupportedEntityOrFormat,
+                        "payload is a section attendance event (it has sectionReference); rollcall normalizes school (daily) attendance: publish studentSchoolAttendanceEvents".into(),
+                    ));
+                }
+                let (school, session_school, student, year) = if key_values {
+                    (
+                        (n("schoolId"), id_text(doc.school_id)),
+                        None,
+                        (n("studentUniqueId"), id_text(doc.student_unique_id)),
+                        year_of(n("schoolYear"), doc.school_year),
+                    )
+                } else {
+                    let session = doc.session_reference.unwrap_or_default();
+                    (
+                        (
+                            n("schoolReference.schoolId"),
+                            id_text(doc.school_reference.and_then(|r| r.school_id)),
+                        ),
+                        session
+                            .school_id
+                            .map(|s| (n("sessionReference.schoolId"), s.0)),
+                        (
+                            n("studentReference.studentUniqueId"),
+                            id_text(doc.student_reference.and_then(|r| r.student_unique_id)),
+                        ),
+                        year_of(n("sessionReference.schoolYear"), session.school_year),
+                    )
+                };
+                self.attendance(
+                    AttendanceIn {
+                        school_id: school,
+                        session_school_id: session_school,
+                        student_id: student,
+                        district_id: None,
+                        date: (n("eventDate"), doc.event_date),
+                        code: (
+                            n("attendanceEventCategoryDescriptor"),
+                            doc.attendance_event_category_descriptor,
+                        ),
+                        secondary_code: (n("-"), None),
+                        school_year: year,
+                        duration_days: doc
+                            .event_duration
+                            .map(|v| (n("eventDuration"), Num::Value(v))),
+                        minutes_absent: doc
+                            .school_attendance_duration
+                            .map(|v| (n("schoolAttendanceDuration"), Num::Value(v))),
+                        school_day_minutes: None,
+                        reason: (n("attendanceEventReason"), doc.attendance_event_reason),
+                    },
+                    meta,
+                )
+            }
+            Entity::Enrollment => {
+                let (school, student) = if key_values {
+                    (
+                        (n("schoolId"), id_text(doc.school_id)),
+                        (n("studentUniqueId"), id_text(doc.student_unique_id)),
+                    )
+                } else {
+                    (
+                        (
+                            n("schoolReference.schoolId"),
+                            id_text(doc.school_reference.and_then(|r| r.school_id)),
+                        ),
+                        (
+                            n("studentReference.studentUniqueId"),
+                            id_text(doc.student_reference.and_then(|r| r.student_unique_id)),
+                        ),
+                    )
+                };
+                let year = year_of(n("schoolYear"), doc.school_year)
+                    .or_else(|| {
+                        year_of(
+                            n("schoolYearTypeReference.schoolYear"),
+                            doc.school_year_type_reference.and_then(|r| r.school_year),
+                        )
+                    })
+                    .or_else(|| {
+                        year_of(
+                            n("calendarReference.schoolYear"),
+                            doc.calendar_reference.and_then(|r| r.school_year),
+                        )
+                    });
+                self.enrollment(
+                    EnrollmentIn {
+                        school_id: school,
+                        student_id: student,
+                        district_id: None,
+                        entry_date: (n("entryDate"), doc.entry_date),
+                        exit_date: (n("exitWithdrawDate"), doc.exit_withdraw_date),
+                        school_year: year,
+                        grade_level: (
+                            n("entryGradeLevelDescriptor"),
+                            doc.entry_grade_level_descriptor,
+                        ),
+                        subgroups: (n("-"), None),
+                        state_student_id: (n("-"), None),
+                    },
+                    meta,
+                )
+            }
+            Entity::Calendar => {
+                let (school, code, year) = if key_values {
+                    (
+                        (n("schoolId"), id_text(doc.school_id)),
+                        (n("calendarCode"), id_text(doc.calendar_code), true),
+                        year_of(n("schoolYear"), doc.school_year),
+                    )
+                } else {
+                    let cal = doc.calendar_reference.unwrap_or_default();
+                    (
+                        (n("calendarReference.schoolId"), id_text(cal.school_id)),
+                        (
+                            n("calendarReference.calendarCode"),
+                            id_text(cal.calendar_code),
+                            true,
+                        ),
+                        year_of(n("calendarReference.schoolYear"), cal.school_year),
+                    )
+                };
+                let events = doc.calendar_events.map(|evs| {
+                    evs.into_iter()
+                        .map(|e| e.calendar_event_descriptor)
+                        .collect()
+                });
+                self.calendar(
+                    CalendarIn {
+                        school_id: school,
+                        district_id: None,
+                        calendar_code: code,
+                        date: (n("date"), doc.date),
+                        school_year: year,
+                        events: (n("calendarEvents"), events),
+                        is_instructional: (n("-"), None),
+                    },
+                    meta,
+                )
+            }
+        }
+    }
+
+    /// One flat record (file connector).
+    pub fn flat(&self, doc: FlatDoc<'_>, meta: Meta) -> Result<Canonical, Rejection> {
+        let n = |leaf| Name("", leaf);
+        let district = text_pair(n("district_id"), doc.district_id);
+        let year = doc.school_year.map(|t| (n("school_year"), Year::Text(t)));
+        match self.env.entity {
+            Entity::Attendance => self.attendance(
+                AttendanceIn {
+                    school_id: (n("school_id"), doc.school_id),
+                    session_school_id: None,
+                    student_id: (n("student_id"), doc.student_id),
+                    district_id: district,
+                    date: (n("date"), doc.date),
+                    code: (n("code"), doc.code),
+                    secondary_code: (n("secondary_code"), doc.secondary_code),
+                    school_year: year,
+                    duration_days: blank_is_none(doc.duration_days)
+                        .map(|t| (n("duration_days"), Num::Text(t))),
+                    minutes_absent: blank_is_none(doc.minutes_absent)
+                        .map(|t| (n("minutes_absent"), Num::Text(t))),
+                    school_day_minutes: blank_is_none(doc.school_day_minutes)
+                        .map(|t| (n("school_day_minutes"), Num::Text(t))),
+                    reason: (n("reason"), doc.reason),
+                },
+                meta,
+            ),
+            Entity::Enrollment => self.enrollment(
+                EnrollmentIn {
+                    school_id: (n("school_id"), doc.school_id),
+                    student_id: (n("student_id"), doc.student_id),
+                    district_id: district,
+                    entry_date: (n("entry_date"), doc.entry_date),
+                    exit_date: (n("exit_date"), doc.exit_date),
+                    school_year: year,
+                    grade_level: (n("grade_level"), doc.grade_level),
+                    subgroups: (n("subgroups"), doc.subgroups),
+                    state_student_id: (n("state_student_id"), doc.state_student_id),
+                },
+                meta,
+            ),
+            Entity::Calendar => self.calendar(
+                CalendarIn {
+                    school_id: (n("school_id"), doc.school_id),
+                    district_id: district,
+                    calendar_code: (n("calendar_code"), doc.calendar_code, false),
+                    date: (n("date"), doc.date),
+                    school_year: year,
+                    events: (
+                        n("events"),
+                        doc.events.map(|e| match e {
+                            Cow::Borrowed(s) => s.split(';').map(|p| Some(p.into())).collect(),
+                            Cow::Owned(s) => s
+                                .split(';')
+                                .map(|p| Some(Cow::Owned(p.to_owned())))
+                                .collect(),
+                        }),
+                    ),
+                    is_instructional: (n("is_instructional"), doc.is_instructional),
+                },
+                meta,
+            ),
+        }
+    }
+
+    fn id(&self, (name, v): (Name, Text<'_>)) -> Result<String, Rejection> {
+        fields::required_id(name, v, self.policy)
+    }
+
+    /// The payload's own district, if it names one, must be the envelope's.
+    fn same_district(&self, d: Option<(Name, Cow<'_, str>)>) -> Result<(), Rejection> {
+        if let Some((name, raw)) = d {
+            let d = fields::id(name, &raw, self.policy)?;
+            if d != self.district_id {
+                return Err(reject(
+                    RejectKind::DistrictMismatch,
+                    format!(
+                        "field {name} is {d:?} but the envelope is for district {:?}; the connector is reading another district's data",
+                        self.district_id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn date(&self, (name, v): (Name, Text<'_>)) -> Result<NaiveDate, Rejection> {
+        let t = fields::required(name, v)?;
+        fields::date(name, &t)
+    }
+
+    fn optional_date(&self, (name, v): (Name, Text<'_>)) -> Result<Option<NaiveDate>, Rejection> {
+        fields::optional(name, v)?
+            .map(|t| fields::date(name, &t))
+            .transpose()
+    }
+
+    /// The school year: as given (it must then contain `date` for an upsert), or the one
+    /// `date` falls in.
+    fn school_year(
+        &self,
+        given: Option<(Name, Year<'_>)>,
+        date: NaiveDate,
+        date_name: Name,
+        meta: &Meta,
+    ) -> Result<i32, Rejection> {
+        let of_date = school_year_of(date, self.policy);
+        let Some((name, y)) = given else {
+            return Ok(of_date);
+        };
+        let year = y.get(name)?;
+        if meta.upsert() && year != of_date {
+            return Err(reject(
+                RejectKind::DateOutsideSchoolYear,
+                format!(
+                    "field {date_name} is {date}, outside school year {year} given by {name} (that date belongs to {of_date}; school years start in month {}, policy.school_year_start_month); fix the date or the school year in the source",
+                    self.policy.school_year_start_month
+                ),
+            ));
+        }
+        Ok(year)
+    }
+
+    fn attendance(&self, a: AttendanceIn<'_>, meta: Meta) -> Result<Canonical, Rejection> {
+        let school_id = self.id(a.school_id)?;
+        if let Some((name, s)) = a.session_school_id {
+            let s = fields::id(name, &s, self.policy)?;
+            if s != school_id {
+                return Err(reject(
+                    RejectKind::ConflictingFields,
+                    format!(
+                        "field {name} is {s:?} but the school is {school_id:?}; the event's session must belong to its school"
+                    ),
+                ));
+            }
+        }
+        let student_id = self.id(a.student_id)?;
+        self.same_district(a.district_id)?;
+        let date_name = a.date.0;
+        let date = self.date(a.date)?;
+        let code = fields::required(a.code.0, a.code.1)?;
+        let secondary = fields::optional(a.secondary_code.0, a.secondary_code.1)?;
+        let school_year = self.school_year(a.school_year, date, date_name, &meta)?;
+        let mapping = self
+            .codemaps
+            .lookup(
+                &self.district_id,
+                &self.env.source_system,
+                &code,
+                secondary.as_deref(),
+            )
+            .map_err(crate::lookup_rejection)?;
+        if meta.upsert() && is_future(date, self.today, self.policy) {
+            return Err(reject(
+                RejectKind::DateInFuture,
+                format!(
+                    "field {date_name} is {date}, after today ({}) plus policy.future_date_tolerance_days ({}); attendance cannot be recorded ahead — check the source's date or clock",
+                    self.today, self.policy.future_date_tolerance_days
+                ),
+            ));
+        }
+        let absent_fraction = if meta.upsert() && mapping.category.takes_duration() {
+            self.absent_fraction(&a.duration_days, &a.minutes_absent, &a.school_day_minutes)?
+                .unwrap_or(mapping.absent_fraction)
+        } else {
+            0.0
+        };
+        if !(0.0..=1.0).contains(&absent_fraction) {
+            return Err(reject(
+                RejectKind::FractionOutOfRange,
+                format!("absent fraction {absent_fraction} for code {code:?} is outside [0, 1]; check the code map entry"),
+            ));
+        }
+        let reason = fields::optional(a.reason.0, a.reason.1)?.map(Cow::into_owned);
+        Ok(Canonical::Attendance(AttendanceEvent {
+            district_id: self.district_id.clone(),
+            school_id,
+            student_id,
+            school_year,
+            date,
+            category: mapping.category,
+            absent_fraction,
+            source_code: code.into_owned(),
+            source_secondary_code: secondary.map(Cow::into_owned),
+            reason,
+            source_system: meta.source_system,
+            source_instance: meta.source_instance,
+            source_key: meta.source_key,
+            source_version: meta.source_version,
+            operation: meta.operation,
+            observed_at_ms: meta.observed_at_ms,
+        }))
+    }
+
+    /// The record's own duration, by precedence: days, then minutes (of the given or the
+    /// policy's school day). `None` when the record gives neither.
+    fn absent_fraction(
+        &self,
+        days: &Option<(Name, Num<'_>)>,
+        minutes: &Option<(Name, Num<'_>)>,
+        day_minutes: &Option<(Name, Num<'_>)>,
+    ) -> Result<Option<f64>, Rejection> {
+        if let Some((name, v)) = days {
+            let d = v.get(*name)?;
+            return absent_fraction_from_duration_days(d)
+                .map(Some)
+                .map_err(|e| duration_rejection(*name, e));
+        }
+        if let Some((name, v)) = minutes {
+            let m = v.get(*name)?;
+            let (day_name, day) = match day_minutes {
+                Some((n, v)) => (*n, v.get(*n)?),
+                None => (
+                    Name("policy.", "school_day_minutes"),
+                    f64::from(self.policy.school_day_minutes),
+                ),
+            };
+            return absent_fraction_from_minutes(m, day)
+                .map(Some)
+                .map_err(|e| match e {
+                    DurationError::InvalidSchoolDay { .. } => duration_rejection(day_name, e),
+                    _ => duration_rejection(*name, e),
+                });
+        }
+        Ok(None)
+    }
+
+    fn enrollment(&self, e: EnrollmentIn<'_>, meta: Meta) -> Result<Canonical, Rejection> {
+        let school_id = self.id(e.school_id)?;
+        let student_id = self.id(e.student_id)?;
+        self.same_district(e.district_id)?;
+        let entry_name = e.entry_date.0;
+        let entry_date = self.date(e.entry_date)?;
+        let exit_name = e.exit_date.0;
+        let exit_date = self.optional_date(e.exit_date)?;
+        if let Some(exit) = exit_date.filter(|&x| x < entry_date && meta.upsert()) {
+            return Err(reject(
+                RejectKind::ExitBeforeEntry,
+                format!("field {exit_name} ({exit}) is before {entry_name} ({entry_date}); fix the enrollment in the source"),
+            ));
+        }
+        let school_year = self.school_year(e.school_year, entry_date, entry_name, &meta)?;
+        let grade_level = fields::optional(e.grade_level.0, e.grade_level.1)?
+            .map(|g| descriptor_code_value(&g).to_string());
+        let subgroups = match fields::optional(e.subgroups.0, e.subgroups.1)? {
+            Some(s) => fields::list(e.subgroups.0, &s)?,
+            None => Vec::new(),
+        };
+        let state_student_id = match fields::optional(e.state_student_id.0, e.state_student_id.1)? {
+            Some(s) => Some(fields::id(e.state_student_id.0, &s, self.policy)?),
+            None => None,
+        };
+        Ok(Canonical::Enrollment(Enrollment {
+            district_id: self.district_id.clone(),
+            school_id,
+            student_id,
+            school_year,
+            entry_date,
+            exit_date,
+            grade_level,
+            subgroups,
+            state_student_id,
+            operation: meta.operation,
+            source_version: meta.source_version,
+            source_system: meta.source_system,
+            source_instance: meta.source_instance,
+            source_key: meta.source_key,
+            observed_at_ms: meta.observed_at_ms,
+        }))
+    }
+
+    fn calendar(&self, c: CalendarIn<'_>, meta: Meta) -> Result<Canonical, Rejection> {
+        let school_id = self.id(c.school_id)?;
+        self.same_district(c.district_id)?;
+        let (code_name, code, code_required) = c.calendar_code;
+        let calendar_code = match fields::optional(code_name, code)? {
+            Some(code) => fields::id(code_name, &code, self.policy)?,
+            None if code_required => {
+                return Err(reject(
+                    RejectKind::MissingField,
+                    format!("required field {code_name} is missing; the source must send it"),
+                ))
+            }
+            None => String::new(),
+        };
+        let date_name = c.date.0;
+        let date = self.date(c.date)?;
+        let school_year = self.school_year(c.school_year, date, date_name, &meta)?;
+        let (events_name, events) = c.events;
+        let given_events = events.is_some();
+        let mut names = Vec::new();
+        for e in events.into_iter().flatten() {
+            if let Some(e) = fields::optional(events_name, e)? {
+                names.push(descriptor_code_value(&e).to_string());
+            }
+        }
+        let (flag_name, flag) = c.is_instructional;
+        let is_instructional = match fields::optional(flag_name, flag)? {
+            Some(f) => fields::boolean(flag_name, &f)?,
+            None if given_events => names.iter().any(|e| is_instructional_event(e)),
+            None if !meta.upsert() => false,
+            None => {
+                return Err(reject(
+                    RejectKind::MissingField,
+                    format!("calendar date {date} has neither {events_name} nor is_instructional; the source must say whether it is an instructional day"),
+                ))
+            }
+        };
+        Ok(Canonical::Calendar(CalendarDay {
+            district_id: self.district_id.clone(),
+            school_id,
+            calendar_code,
+            school_year,
+            date,
+            is_instructional,
+            events: names,
+            operation: meta.operation,
+            source_version: meta.source_version,
+            source_system: meta.source_system,
+            source_instance: meta.source_instance,
+            source_key: meta.source_key,
+            observed_at_ms: meta.observed_at_ms,
+        }))
+    }
+}
+
+fn blank_is_none(v: Text<'_>) -> Text<'_> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// Ed-Fi CalendarEventDescriptor values that make a day instructional.
+const INSTRUCTIONAL_EVENTS: [&str; 2] = ["instructional day", "make-up day"];
+
+fn is_instructional_event(name: &str) -> bool {
+    let folded = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    INSTRUCTIONAL_EVENTS
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(&folded))
+}
+
+fn duration_rejection(name: Name, e: DurationError) -> Rejection {
+    let kind = match e {
+        DurationError::Negative { .. } => RejectKind::FractionOutOfRange,
+        DurationError::NotFinite { .. } | DurationError::InvalidSchoolDay { .. } => {
+            RejectKind::InvalidDuration
+        }
+    };
+    reject(
+        kind,
+        format!("field {name}: {e}; fix the duration in the source"),
+    )
+}

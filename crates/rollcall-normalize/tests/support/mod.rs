@@ -1,0 +1,1 @@
+pub mod grand_bend;
