@@ -73,8 +73,7 @@ pub fn nth_weekday(y: i32, m: u32, wd: Weekday, n: u32) -> NaiveDate {
 }
 
 fn last_weekday(y: i32, m: u32, wd: Weekday) -> NaiveDate {
-    NaiveDate::from_weekday_of_month_opt(y, m, wd, 5)
-        .unwrap_or_else(|| nth_weekday(y, m, wd, 4))
+    NaiveDate::from_weekday_of_month_opt(y, m, wd, 5).unwrap_or_else(|| nth_weekday(y, m, wd, 4))
 }
 
 fn next_weekday(mut d: NaiveDate) -> NaiveDate {
@@ -129,7 +128,7 @@ pub fn district_calendar(school_year: i32, rng: &mut impl Rng) -> DistrictCalend
     }
     holidays.push(nth_weekday(y1, 1, Weekday::Mon, 3)); // Martin Luther King Jr. Day
     holidays.push(nth_weekday(y1, 2, Weekday::Mon, 3)); // Presidents Day
-    // Spring break: a week starting on a Monday between 9 March and 6 April.
+                                                        // Spring break: a week starting on a Monday between 9 March and 6 April.
     let mondays: Vec<NaiveDate> = (0..5)
         .map(|w| nth_weekday(y1, 3, Weekday::Mon, 1) + Duration::weeks(w))
         .filter(|m| *m >= date(y1, 3, 9) && *m <= date(y1, 4, 6))
@@ -190,9 +189,7 @@ pub fn district_calendar(school_year: i32, rng: &mut impl Rng) -> DistrictCalend
     };
     let winter: Vec<NaiveDate> = published
         .iter()
-        .filter(|(d, e)| {
-            e.is_instructional() && *d >= date(y0, 12, 1) && *d <= last_day_of_feb(y1)
-        })
+        .filter(|(d, e)| e.is_instructional() && *d >= date(y0, 12, 1) && *d <= last_day_of_feb(y1))
         .map(|(d, _)| *d)
         .collect();
     let mut weather_dates: Vec<NaiveDate> = Vec::new();
@@ -238,8 +235,14 @@ mod tests {
             assert!((178..=184).contains(&days.len()), "{} days", days.len());
             let first = days[0];
             let last = *days.last().unwrap();
-            assert!(first >= date(2024, 8, 18) && first <= date(2024, 8, 28), "{first}");
-            assert!(last >= date(2025, 5, 20) && last <= date(2025, 6, 25), "{last}");
+            assert!(
+                first >= date(2024, 8, 18) && first <= date(2024, 8, 28),
+                "{first}"
+            );
+            assert!(
+                last >= date(2025, 5, 20) && last <= date(2025, 6, 25),
+                "{last}"
+            );
             assert!(days.iter().all(|d| is_weekday(*d)));
             for holiday in [
                 date(2024, 9, 2),   // Labor Day

@@ -10,8 +10,8 @@ use chrono::{Datelike, Duration, NaiveDate};
 
 use crate::config::CsvPreset;
 use crate::model::{
-    AttendanceFact, CalendarDateFact, CalendarEvent, Category, EnrollmentFact, EntryType,
-    ExitType, Fact, Grade, Malformation, Op, Reason, View, World,
+    AttendanceFact, CalendarDateFact, CalendarEvent, Category, EnrollmentFact, EntryType, ExitType,
+    Fact, Grade, Malformation, Op, Reason, View, World,
 };
 
 /// How a preset's files are encoded.
@@ -210,9 +210,24 @@ fn ps_tables(cx: &Ctx, f: &Facts) -> [Table; 3] {
             "ATT_ModeDaily".into(),
             code_id.to_string(),
             code.into(),
-            if *m == Some(Malformation::UnknownCode) { "" } else { presence }.into(),
-            if *m == Some(Malformation::UnknownCode) { "" } else { desc }.into(),
-            if a.category.counts_absent() { a.minutes_missed } else { 0 }.to_string(),
+            if *m == Some(Malformation::UnknownCode) {
+                ""
+            } else {
+                presence
+            }
+            .into(),
+            if *m == Some(Malformation::UnknownCode) {
+                ""
+            } else {
+                desc
+            }
+            .into(),
+            if a.category.counts_absent() {
+                a.minutes_missed
+            } else {
+                0
+            }
+            .to_string(),
             fraction(1000 - a.absent_milli),
             a.reason.text().into(),
             year_id.clone(),
@@ -267,7 +282,14 @@ fn ps_tables(cx: &Ctx, f: &Facts) -> [Table; 3] {
         ]);
     }
     let mut cal = Table {
-        header: vec!["SchoolID", "Date_Value", "InSession", "MembershipValue", "Type", "Note"],
+        header: vec![
+            "SchoolID",
+            "Date_Value",
+            "InSession",
+            "MembershipValue",
+            "Type",
+            "Note",
+        ],
         rows: vec![],
     };
     for c in &f.calendar {
@@ -443,10 +465,18 @@ fn sky_code(a: &AttendanceFact) -> (&'static str, &'static str, &'static str, bo
         Category::EarlyDeparture => ("ED", "Early Dismissal", "EarlyDismissal", false, false),
         Category::ExcusedAbsence if half => ("EXH", "Excused Half Day", "Excused", false, true),
         Category::ExcusedAbsence => ("EX", "Excused", "Excused", false, true),
-        Category::UnexcusedAbsence if half => ("UXH", "Unexcused Half Day", "Unexcused", true, true),
+        Category::UnexcusedAbsence if half => {
+            ("UXH", "Unexcused Half Day", "Unexcused", true, true)
+        }
         Category::UnexcusedAbsence => ("UX", "Unexcused", "Unexcused", true, true),
         Category::OutOfSchoolSuspension => ("SUS", "Suspension", "Suspension", false, true),
-        Category::InSchoolSuspension => ("ISS", "In School Suspension", "InSchoolSuspension", false, false),
+        Category::InSchoolSuspension => (
+            "ISS",
+            "In School Suspension",
+            "InSchoolSuspension",
+            false,
+            false,
+        ),
     }
 }
 
@@ -455,7 +485,11 @@ fn yn(b: bool) -> String {
 }
 
 fn sky_tables(cx: &Ctx, f: &Facts) -> [Table; 3] {
-    let year = format!("{}-{}", cx.world.config.school_year - 1, cx.world.config.school_year);
+    let year = format!(
+        "{}-{}",
+        cx.world.config.school_year - 1,
+        cx.world.config.school_year
+    );
     let mut att = Table {
         header: vec![
             "Entity",
@@ -537,7 +571,13 @@ fn sky_tables(cx: &Ctx, f: &Facts) -> [Table; 3] {
         ]);
     }
     let mut cal = Table {
-        header: vec!["Entity", "SchoolID", "CalendarDate", "DayType", "Membership"],
+        header: vec![
+            "Entity",
+            "SchoolID",
+            "CalendarDate",
+            "DayType",
+            "Membership",
+        ],
         rows: vec![],
     };
     for c in &f.calendar {
@@ -607,7 +647,10 @@ fn aeries_tables(cx: &Ctx, f: &Facts) -> [Table; 3] {
         enr.rows.push(vec![
             cx.school_id(e.school),
             st.unique_id.clone(),
-            format!("{}{}", cx.world.districts[st.district as usize].spec.lea_id, st.unique_id),
+            format!(
+                "{}{}",
+                cx.world.districts[st.district as usize].spec.lea_id, st.unique_id
+            ),
             st.last_name.clone(),
             st.first_name.clone(),
             e.grade.number().to_string(),
@@ -762,7 +805,9 @@ impl Facts {
                     attendance.push((id, *a, record.malformed));
                     let c = &world.log[idx];
                     // The latest change re-sent the same state: the export lists it twice.
-                    if c.prev.is_some_and(|p| world.log[p as usize].op == Op::Upsert(*fact)) {
+                    if c.prev
+                        .is_some_and(|p| world.log[p as usize].op == Op::Upsert(*fact))
+                    {
                         attendance.push((id, *a, record.malformed));
                     }
                 }
@@ -854,7 +899,12 @@ pub fn encode(table: &Table, enc: Encoding) -> Vec<u8> {
 
 /// The attendance, enrollment and calendar tables of `district` at the end of `day`,
 /// in `preset`'s columns (not yet encoded).
-pub fn tables(world: &World, district: &str, preset: CsvPreset, day: NaiveDate) -> anyhow::Result<[Table; 3]> {
+pub fn tables(
+    world: &World,
+    district: &str,
+    preset: CsvPreset,
+    day: NaiveDate,
+) -> anyhow::Result<[Table; 3]> {
     let di = world
         .district_index(district)
         .ok_or_else(|| anyhow::anyhow!("no district {district:?} in this world"))?;
@@ -875,7 +925,12 @@ pub fn tables(world: &World, district: &str, preset: CsvPreset, day: NaiveDate) 
 }
 
 /// The three encoded files of `district` at the end of simulated day `day`.
-pub fn render(world: &World, district: &str, preset: CsvPreset, day: NaiveDate) -> anyhow::Result<CsvExport> {
+pub fn render(
+    world: &World,
+    district: &str,
+    preset: CsvPreset,
+    day: NaiveDate,
+) -> anyhow::Result<CsvExport> {
     let [a, e, c] = tables(world, district, preset, day)?;
     let enc = preset.encoding();
     Ok(CsvExport {
@@ -941,7 +996,12 @@ pub fn write_nightly(
 }
 
 /// Writes the full-year files: one drop at the world's last day (every change landed).
-pub fn write_full_year(world: &World, district: &str, preset: Option<CsvPreset>, dir: &Path) -> anyhow::Result<CsvFiles> {
+pub fn write_full_year(
+    world: &World,
+    district: &str,
+    preset: Option<CsvPreset>,
+    dir: &Path,
+) -> anyhow::Result<CsvFiles> {
     write_drop(world, district, preset, world.last_day, dir)
 }
 

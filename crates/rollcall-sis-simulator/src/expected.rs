@@ -232,7 +232,11 @@ pub fn expected_metrics(world: &World, as_of: NaiveDate) -> Expected {
 
 /// Expected metrics for instructional days ≤ `as_of` from the facts visible at the end
 /// of `visible_through` (e.g. `world.last_day` for the final truth of a past date).
-pub fn expected_metrics_at(world: &World, as_of: NaiveDate, visible_through: NaiveDate) -> Expected {
+pub fn expected_metrics_at(
+    world: &World,
+    as_of: NaiveDate,
+    visible_through: NaiveDate,
+) -> Expected {
     let view = world.visible_through(visible_through);
     let facts = view.current_facts();
 
@@ -351,7 +355,11 @@ pub fn expected_metrics_at(world: &World, as_of: NaiveDate, visible_through: Nai
         state.judge(d);
     }
     students.sort_by(|a, b| {
-        (&a.district_id, a.school_id, &a.student_id).cmp(&(&b.district_id, b.school_id, &b.student_id))
+        (&a.district_id, a.school_id, &a.student_id).cmp(&(
+            &b.district_id,
+            b.school_id,
+            &b.student_id,
+        ))
     });
     let mut schools: Vec<SchoolRow> = schools
         .into_iter()
@@ -519,7 +527,12 @@ mod tests {
             t
         }
 
-        fn add(&mut self, visible: NaiveDate, fact: Fact, malformed: Option<Malformation>) -> RecordId {
+        fn add(
+            &mut self,
+            visible: NaiveDate,
+            fact: Fact,
+            malformed: Option<Malformation>,
+        ) -> RecordId {
             self.records.push(Record {
                 resource: fact.resource(),
                 district: 0,
@@ -542,7 +555,13 @@ mod tests {
             );
         }
 
-        fn enroll(&mut self, school: u32, student: u32, entry: NaiveDate, exit: Option<NaiveDate>) -> RecordId {
+        fn enroll(
+            &mut self,
+            school: u32,
+            student: u32,
+            entry: NaiveDate,
+            exit: Option<NaiveDate>,
+        ) -> RecordId {
             self.add(
                 sep(1),
                 Fact::Enrollment(EnrollmentFact {
@@ -558,8 +577,19 @@ mod tests {
             )
         }
 
-        fn event(&mut self, school: u32, student: u32, date: NaiveDate, category: Category, absent_milli: u16) -> RecordId {
-            self.add(sep(1), Fact::Attendance(att(school, student, date, category, absent_milli)), None)
+        fn event(
+            &mut self,
+            school: u32,
+            student: u32,
+            date: NaiveDate,
+            category: Category,
+            absent_milli: u16,
+        ) -> RecordId {
+            self.add(
+                sep(1),
+                Fact::Attendance(att(school, student, date, category, absent_milli)),
+                None,
+            )
         }
 
         fn world(mut self) -> World {
@@ -614,7 +644,13 @@ mod tests {
         }
     }
 
-    fn att(school: u32, student: u32, date: NaiveDate, category: Category, absent_milli: u16) -> AttendanceFact {
+    fn att(
+        school: u32,
+        student: u32,
+        date: NaiveDate,
+        category: Category,
+        absent_milli: u16,
+    ) -> AttendanceFact {
         AttendanceFact {
             school,
             student,
@@ -648,13 +684,19 @@ mod tests {
         t.changes.push((
             oct(10),
             half,
-            Op::Upsert(Fact::Attendance(att(A, 0, sep(4), Category::ExcusedAbsence, 500))),
+            Op::Upsert(Fact::Attendance(att(
+                A,
+                0,
+                sep(4),
+                Category::ExcusedAbsence,
+                500,
+            ))),
         ));
         // s2 at A, exit 17 September inclusive: 12 days, 1 absent (8.3%).
         t.enroll(A, 1, sep(2), Some(sep(17)));
         t.event(A, 1, sep(16), Category::UnexcusedAbsence, 1000);
         t.event(A, 1, sep(18), Category::UnexcusedAbsence, 1000); // after exit: ignored
-        // s3 at A from 16 September: 10 days, 1 absent = exactly 10%.
+                                                                  // s3 at A from 16 September: 10 days, 1 absent = exactly 10%.
         t.enroll(A, 2, sep(16), None);
         t.event(A, 2, sep(20), Category::UnexcusedAbsence, 1000);
         // s4 transfers: A 2–13 September (10 days, 1 absent), B from 16 (10 days, 0).
@@ -737,21 +779,50 @@ mod tests {
         // s4 is chronic at A (1 of 10) and satisfactory at B (0 of 10).
         assert!(row(&e, 1001, "s4").chronically_absent);
         assert_eq!(row(&e, 1002, "s4").tier, Tier::Satisfactory);
-        let a = &e.schools.iter().find(|s| s.school_id == 1001).unwrap().counts;
+        let a = &e
+            .schools
+            .iter()
+            .find(|s| s.school_id == 1001)
+            .unwrap()
+            .counts;
         assert_eq!(a.students_enrolled, 4);
         assert_eq!(a.students_meeting_min_enrollment, 4);
         assert_eq!(a.chronically_absent, 3);
-        assert_eq!((a.satisfactory, a.at_risk, a.moderate_chronic, a.severe_chronic), (0, 1, 3, 0));
+        assert_eq!(
+            (
+                a.satisfactory,
+                a.at_risk,
+                a.moderate_chronic,
+                a.severe_chronic
+            ),
+            (0, 1, 3, 0)
+        );
         assert_eq!(a.chronic_absence_rate, 0.75);
-        let b = &e.schools.iter().find(|s| s.school_id == 1002).unwrap().counts;
-        assert_eq!((b.students_enrolled, b.students_meeting_min_enrollment), (2, 1));
+        let b = &e
+            .schools
+            .iter()
+            .find(|s| s.school_id == 1002)
+            .unwrap()
+            .counts;
+        assert_eq!(
+            (b.students_enrolled, b.students_meeting_min_enrollment),
+            (2, 1)
+        );
         assert_eq!((b.chronically_absent, b.satisfactory, b.truant), (0, 1, 1));
         // District: s4 judged on 20 days with 1 absence = 5% (at risk, not chronic).
         let d = &e.districts[0].counts;
         assert_eq!(d.students_enrolled, 5);
         assert_eq!(d.students_meeting_min_enrollment, 4);
         assert_eq!(d.chronically_absent, 2);
-        assert_eq!((d.satisfactory, d.at_risk, d.moderate_chronic, d.severe_chronic), (0, 2, 2, 0));
+        assert_eq!(
+            (
+                d.satisfactory,
+                d.at_risk,
+                d.moderate_chronic,
+                d.severe_chronic
+            ),
+            (0, 2, 2, 0)
+        );
         assert_eq!(d.days_enrolled, 20 + 12 + 10 + 20 + 5);
         assert_eq!(d.days_absent, 2.5 + 1.0 + 1.0 + 1.0 + 3.0);
         assert_eq!(e.state, *d);
@@ -762,7 +833,11 @@ mod tests {
         let world = scenario();
         let e = expected_metrics(&world, sep(27));
         assert!(e.students.iter().all(|r| r.student_id != "s6"));
-        assert_eq!(row(&e, 1001, "s1").days_absent, 2.5, "the malformed event is not counted");
+        assert_eq!(
+            row(&e, 1001, "s1").days_absent,
+            2.5,
+            "the malformed event is not counted"
+        );
         // Before the purge is visible the no-show counts: 3 of 9 days absent.
         let before = expected_metrics(&world, sep(12));
         let s6 = row(&before, 1001, "s6");
@@ -776,11 +851,17 @@ mod tests {
         let s1 = row(&e, 1001, "s1");
         assert_eq!((s1.days_enrolled, s1.days_absent), (10, 2.5));
         assert_eq!(s1.tier, Tier::SevereChronic);
-        assert!(e.students.iter().all(|r| r.student_id != "s3"), "not enrolled yet");
+        assert!(
+            e.students.iter().all(|r| r.student_id != "s3"),
+            "not enrolled yet"
+        );
         // The correction (visible 10 October) turns the half day excused.
         let later = expected_metrics_at(&world, sep(27), oct(15));
         let s1 = row(&later, 1001, "s1");
-        assert_eq!((s1.days_excused, s1.days_unexcused, s1.days_absent), (1.5, 0.0, 2.5));
+        assert_eq!(
+            (s1.days_excused, s1.days_unexcused, s1.days_absent),
+            (1.5, 0.0, 2.5)
+        );
     }
 
     #[test]
@@ -793,7 +874,10 @@ mod tests {
         }
         let e = expected_metrics(&t.world(), sep(27));
         let s1 = row(&e, 1001, "s1");
-        assert_eq!((s1.days_enrolled, s1.days_absent, s1.days_missing), (20, 0.0, 2));
+        assert_eq!(
+            (s1.days_enrolled, s1.days_absent, s1.days_missing),
+            (20, 0.0, 2)
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ struct Builder {
 }
 
 impl Builder {
-    fn record(&mut self, resource: Resource, district: u16, malformed: Option<Malformation>) -> RecordId {
+    fn record(
+        &mut self,
+        resource: Resource,
+        district: u16,
+        malformed: Option<Malformation>,
+    ) -> RecordId {
         self.records.push(Record {
             resource,
             district,
@@ -75,7 +80,10 @@ pub fn generate(config: &SimConfig) -> Result<World, ConfigError> {
 
     for (di, spec) in config.districts.iter().enumerate() {
         let di16 = di as u16;
-        let cal = district_calendar(config.school_year, &mut stream(config.seed, &[1, di as u64]));
+        let cal = district_calendar(
+            config.school_year,
+            &mut stream(config.seed, &[1, di as u64]),
+        );
         let days = cal.instructional_days();
         let school_ix: Vec<u32> = (0..spec.schools)
             .map(|s| {
@@ -169,7 +177,13 @@ pub fn generate(config: &SimConfig) -> Result<World, ConfigError> {
     ))
 }
 
-fn publish_calendar(b: &mut Builder, di: u16, school: u32, cal: &DistrictCalendar, first_day: NaiveDate) {
+fn publish_calendar(
+    b: &mut Builder,
+    di: u16,
+    school: u32,
+    cal: &DistrictCalendar,
+    first_day: NaiveDate,
+) {
     let mut by_date = HashMap::new();
     for &(date, event) in &cal.published {
         let id = b.create(
@@ -286,12 +300,20 @@ struct Planned {
 }
 
 impl DistrictCtx<'_> {
-    fn new_student(&mut self, rng: &mut ChaCha8Rng, level: SchoolLevel, students: &mut Vec<Student>) -> u32 {
+    fn new_student(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        level: SchoolLevel,
+        students: &mut Vec<Student>,
+    ) -> u32 {
         let grades = level.grades();
         let first = names::FIRST[rng.random_range(0..names::FIRST.len())];
         let mut last = names::LAST[rng.random_range(0..names::LAST.len())].to_string();
         if rng.random_bool(0.03) {
-            last = format!("{last} {}", names::SUFFIX[rng.random_range(0..names::SUFFIX.len())]);
+            last = format!(
+                "{last} {}",
+                names::SUFFIX[rng.random_range(0..names::SUFFIX.len())]
+            );
         }
         students.push(Student {
             district: self.di,
@@ -370,7 +392,8 @@ impl DistrictCtx<'_> {
             6..=8 => 1.05,
             _ => 1.35,
         };
-        let absence = ((0.037f64).ln() + 0.85 * normal(rng)).exp() * level_factor * self.config.absence_scale;
+        let absence =
+            ((0.037f64).ln() + 0.85 * normal(rng)).exp() * level_factor * self.config.absence_scale;
         let absence = absence.min(0.7);
         let excused_share = (0.72 - 1.5 * (absence - 0.04) + 0.15 * normal(rng)).clamp(0.1, 0.95);
         let tardy = (((0.012f64).ln() + normal(rng)).exp() * level_factor).min(0.4);
@@ -409,7 +432,14 @@ impl DistrictCtx<'_> {
         }
     }
 
-    fn realize(&mut self, b: &mut Builder, rng: &mut ChaCha8Rng, student: u32, info: &Student, plan: Plan) {
+    fn realize(
+        &mut self,
+        b: &mut Builder,
+        rng: &mut ChaCha8Rng,
+        student: u32,
+        info: &Student,
+        plan: Plan,
+    ) {
         let days = self.days;
         match plan {
             Plan::NoShow { school, purge_at } => {
@@ -477,7 +507,12 @@ impl DistrictCtx<'_> {
             entry_type: span.entry_type,
             exit_type: None,
         };
-        let rec = b.create(entry_visible, PH_ENROLL, self.di, Fact::Enrollment(enrollment));
+        let rec = b.create(
+            entry_visible,
+            PH_ENROLL,
+            self.di,
+            Fact::Enrollment(enrollment),
+        );
         if let Some(exit_type) = span.exit_type {
             let exit_date = days[span.end];
             b.push(
@@ -509,8 +544,16 @@ impl DistrictCtx<'_> {
                 },
             };
             if let Some(&cat) = prop.suspensions.get(&i) {
-                let absent = if cat == Category::OutOfSchoolSuspension { 1000 } else { 0 };
-                let minutes = if cat == Category::OutOfSchoolSuspension { 360 } else { 0 };
+                let absent = if cat == Category::OutOfSchoolSuspension {
+                    1000
+                } else {
+                    0
+                };
+                let minutes = if cat == Category::OutOfSchoolSuspension {
+                    360
+                } else {
+                    0
+                };
                 planned[slot] = Some(event(cat, absent, minutes, Reason::Suspension));
                 ill_yesterday = false;
                 continue;

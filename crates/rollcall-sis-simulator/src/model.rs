@@ -355,9 +355,7 @@ impl Category {
     pub fn counts_absent(self) -> bool {
         matches!(
             self,
-            Category::ExcusedAbsence
-                | Category::UnexcusedAbsence
-                | Category::OutOfSchoolSuspension
+            Category::ExcusedAbsence | Category::UnexcusedAbsence | Category::OutOfSchoolSuspension
         )
     }
 }
@@ -474,7 +472,8 @@ impl World {
         let mut log: Vec<Change> = Vec::with_capacity(changes.len());
         for (i, (visible_on, record, op)) in changes.into_iter().enumerate() {
             assert!(
-                log.last().is_none_or(|c: &Change| c.visible_on <= visible_on),
+                log.last()
+                    .is_none_or(|c: &Change| c.visible_on <= visible_on),
                 "changes must be ordered by visible day"
             );
             let prev = last_of.insert(record, i as u32);
@@ -608,7 +607,11 @@ impl World {
                 }
             }
         }
-        s.malformed = self.records.iter().filter(|r| r.malformed.is_some()).count();
+        s.malformed = self
+            .records
+            .iter()
+            .filter(|r| r.malformed.is_some())
+            .count();
         s
     }
 }

@@ -14,7 +14,10 @@ fn world() -> World {
 fn decode(bytes: &[u8], preset: CsvPreset) -> String {
     let enc = preset.encoding();
     if enc.windows_1252 {
-        assert!(std::str::from_utf8(bytes).is_err() || bytes.is_ascii(), "not UTF-8");
+        assert!(
+            std::str::from_utf8(bytes).is_err() || bytes.is_ascii(),
+            "not UTF-8"
+        );
         let (text, _, bad) = encoding_rs::WINDOWS_1252.decode(bytes);
         assert!(!bad);
         text.into_owned()
@@ -29,7 +32,11 @@ fn decode(bytes: &[u8], preset: CsvPreset) -> String {
 
 fn read(bytes: &[u8], preset: CsvPreset) -> (Vec<String>, Vec<HashMap<String, String>>) {
     let text = decode(bytes, preset);
-    assert_eq!(text.contains("\r\n"), preset.encoding().crlf, "{preset:?} line endings");
+    assert_eq!(
+        text.contains("\r\n"),
+        preset.encoding().crlf,
+        "{preset:?} line endings"
+    );
     let mut r = csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
     let rows = r
@@ -37,7 +44,11 @@ fn read(bytes: &[u8], preset: CsvPreset) -> (Vec<String>, Vec<HashMap<String, St
         .map(|rec| {
             let rec = rec.unwrap();
             assert_eq!(rec.len(), header.len());
-            header.iter().cloned().zip(rec.iter().map(String::from)).collect()
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
         })
         .collect();
     (header, rows)
@@ -92,23 +103,45 @@ fn every_preset_round_trips_with_its_encoding_and_documented_columns() {
             enrollment,
             calendar,
         } = csv_export::render(&world, "d-ps", preset, world.last_day).unwrap();
-        let facts: Vec<_> = view.current().filter(|(_, _, r, _)| r.district == 1).collect();
+        let facts: Vec<_> = view
+            .current()
+            .filter(|(_, _, r, _)| r.district == 1)
+            .collect();
         let count = |f: fn(&Fact) -> bool| facts.iter().filter(|(_, _, _, x)| f(x)).count();
         for (bytes, header, n) in [
-            (&attendance, headers[0], count(|f| matches!(f, Fact::Attendance(_)))),
-            (&enrollment, headers[1], count(|f| matches!(f, Fact::Enrollment(_)))),
-            (&calendar, headers[2], count(|f| matches!(f, Fact::CalendarDate(_)))),
+            (
+                &attendance,
+                headers[0],
+                count(|f| matches!(f, Fact::Attendance(_))),
+            ),
+            (
+                &enrollment,
+                headers[1],
+                count(|f| matches!(f, Fact::Enrollment(_))),
+            ),
+            (
+                &calendar,
+                headers[2],
+                count(|f| matches!(f, Fact::CalendarDate(_))),
+            ),
         ] {
             let (h, rows) = read(bytes, preset);
             assert_eq!(h.join(","), header, "{preset:?}");
             // Attendance may list re-sent duplicates twice.
-            assert!(rows.len() >= n && rows.len() <= n + n / 20 + 2, "{preset:?} {} vs {n}", rows.len());
+            assert!(
+                rows.len() >= n && rows.len() <= n + n / 20 + 2,
+                "{preset:?} {} vs {n}",
+                rows.len()
+            );
         }
         // Names with commas are quoted and come back whole; accents survive the encoding.
         let (_, rows) = read(&enrollment, preset);
         let names: HashSet<String> = rows
             .iter()
-            .flat_map(|r| ["LastFirst", "StudentName", "LN", "lastName", "last_name"].map(|c| r.get(c).cloned()))
+            .flat_map(|r| {
+                ["LastFirst", "StudentName", "LN", "lastName", "last_name"]
+                    .map(|c| r.get(c).cloned())
+            })
             .flatten()
             .collect();
         assert!(!names.is_empty());
@@ -122,7 +155,8 @@ fn every_preset_round_trips_with_its_encoding_and_documented_columns() {
 fn windows_1252_files_carry_latin1_bytes() {
     // Find a seed whose district has an accented name, then check the byte.
     let world = world();
-    let [_, enrollment, _] = csv_export::tables(&world, "d-ps", CsvPreset::Skyward, world.last_day).unwrap();
+    let [_, enrollment, _] =
+        csv_export::tables(&world, "d-ps", CsvPreset::Skyward, world.last_day).unwrap();
     let accented = enrollment
         .rows
         .iter()
@@ -130,7 +164,9 @@ fn windows_1252_files_carry_latin1_bytes() {
         .find(|c| c.chars().any(|ch| ('\u{a0}'..='\u{ff}').contains(&ch)))
         .expect("an accented name")
         .clone();
-    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Skyward, world.last_day).unwrap().enrollment;
+    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Skyward, world.last_day)
+        .unwrap()
+        .enrollment;
     let (encoded, _, _) = encoding_rs::WINDOWS_1252.encode(&accented);
     assert!(bytes.windows(encoded.len()).any(|w| w == &encoded[..]));
 }
@@ -149,7 +185,11 @@ fn generic_rows_carry_exactly_the_final_facts_and_the_malformed_ones() {
                         world.schools[a.school as usize].school_id.to_string(),
                         world.students[a.student as usize].unique_id.clone(),
                         a.date.to_string(),
-                        serde_json::to_value(a.category).unwrap().as_str().unwrap().to_string(),
+                        serde_json::to_value(a.category)
+                            .unwrap()
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
                     ));
                 }
                 Some(m) => *malformed.entry(m).or_insert(0) += 1,
@@ -157,7 +197,9 @@ fn generic_rows_carry_exactly_the_final_facts_and_the_malformed_ones() {
         }
     }
     assert!(!malformed.is_empty());
-    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Generic, world.last_day).unwrap().attendance;
+    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Generic, world.last_day)
+        .unwrap()
+        .attendance;
     let (_, rows) = read(&bytes, CsvPreset::Generic);
     let mut seen = HashSet::new();
     let mut bad = HashMap::new();
@@ -169,7 +211,12 @@ fn generic_rows_carry_exactly_the_final_facts_and_the_malformed_ones() {
         } else if chrono::NaiveDate::parse_from_str(&r["date"], "%Y-%m-%d").is_err() {
             *bad.entry(Malformation::BadDate).or_insert(0) += 1;
         } else {
-            seen.insert((r["school_id"].clone(), r["student_id"].clone(), r["date"].clone(), r["category"].clone()));
+            seen.insert((
+                r["school_id"].clone(),
+                r["student_id"].clone(),
+                r["date"].clone(),
+                r["category"].clone(),
+            ));
         }
     }
     assert_eq!(seen, truth);
@@ -190,14 +237,24 @@ fn powerschool_exit_dates_are_exclusive_and_others_inclusive() {
         .expect("an exit");
     let number = &world.students[exited.student as usize].unique_id;
     let exit = exited.exit_date.unwrap();
-    let bytes = csv_export::render(&world, "d-ps", CsvPreset::PowerSchool, world.last_day).unwrap().enrollment;
+    let bytes = csv_export::render(&world, "d-ps", CsvPreset::PowerSchool, world.last_day)
+        .unwrap()
+        .enrollment;
     let (_, rows) = read(&bytes, CsvPreset::PowerSchool);
-    let row = rows.iter().find(|r| &r["Student_Number"] == number && r["ExitCode"] != "").unwrap();
+    let row = rows
+        .iter()
+        .find(|r| &r["Student_Number"] == number && !r["ExitCode"].is_empty())
+        .unwrap();
     let next = exit.succ_opt().unwrap().format("%m/%d/%Y").to_string();
     assert_eq!(row["ExitDate"], next);
-    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Generic, world.last_day).unwrap().enrollment;
+    let bytes = csv_export::render(&world, "d-ps", CsvPreset::Generic, world.last_day)
+        .unwrap()
+        .enrollment;
     let (_, rows) = read(&bytes, CsvPreset::Generic);
-    let row = rows.iter().find(|r| &r["student_id"] == number && r["exit_date"] != "").unwrap();
+    let row = rows
+        .iter()
+        .find(|r| &r["student_id"] == number && !r["exit_date"].is_empty())
+        .unwrap();
     assert_eq!(row["exit_date"], exit.to_string());
 }
 
@@ -209,11 +266,25 @@ fn nightly_drops_grow_day_by_day() {
     let to = from + chrono::Duration::days(3);
     let files = csv_export::write_nightly(&world, "d-ps", None, from, to, dir.path()).unwrap();
     assert_eq!(files.len(), 4);
-    let name = files[0].attendance.file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(name, format!("attendance_d-ps_{}.csv", from.format("%Y%m%d")));
-    let sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(&f.attendance).unwrap().len()).collect();
+    let name = files[0]
+        .attendance
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        name,
+        format!("attendance_d-ps_{}.csv", from.format("%Y%m%d"))
+    );
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.attendance).unwrap().len())
+        .collect();
     assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
-    assert!(files.iter().all(|f| f.enrollment.exists() && f.calendar.exists()));
+    assert!(files
+        .iter()
+        .all(|f| f.enrollment.exists() && f.calendar.exists()));
     let full = csv_export::write_full_year(&world, "d-ps", None, dir.path()).unwrap();
     assert!(std::fs::metadata(&full.attendance).unwrap().len() > sizes[3]);
 }
@@ -224,7 +295,8 @@ fn expected_metrics_write_json_and_csv() {
     let e = expected_metrics(&world, world.last_day);
     let dir = tempfile::tempdir().unwrap();
     e.write_json(&dir.path().join("expected.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
     assert_eq!(v["students"].as_array().unwrap().len(), e.students.len());
     let written = e.write_csv(dir.path()).unwrap();
     assert_eq!(written.len(), 4);

@@ -137,20 +137,59 @@ async fn oauth_tokens_discovery_and_401s() {
         .await
         .unwrap();
     assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(host.get("bogus", "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(host.get(&token, "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::OK);
+    assert_eq!(
+        host.get("bogus", "/data/v3/ed-fi/calendarDates")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        host.get(&token, "/data/v3/ed-fi/calendarDates")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 
-    let doc: Value = host.http.get(&host.base).send().await.unwrap().json().await.unwrap();
+    let doc: Value = host
+        .http
+        .get(&host.base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["urls"]["oauth"], format!("{}/oauth/token", host.base));
-    assert_eq!(doc["urls"]["dataManagementApi"], format!("{}/data/v3", host.base));
-    assert_eq!(doc["urls"]["changeQueries"], format!("{}/changeQueries/v1", host.base));
+    assert_eq!(
+        doc["urls"]["dataManagementApi"],
+        format!("{}/data/v3", host.base)
+    );
+    assert_eq!(
+        doc["urls"]["changeQueries"],
+        format!("{}/changeQueries/v1", host.base)
+    );
 
     // Forced expiry: every token stops working, a new one works.
-    let r = host.http.post(format!("{}/_sim/expire-tokens", host.base)).send().await.unwrap();
+    let r = host
+        .http
+        .post(format!("{}/_sim/expire-tokens", host.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(host.get(&token, "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        host.get(&token, "/data/v3/ed-fi/calendarDates")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     let fresh = host.token().await;
-    assert_eq!(host.get(&fresh, "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::OK);
+    assert_eq!(
+        host.get(&fresh, "/data/v3/ed-fi/calendarDates")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -161,7 +200,12 @@ async fn short_lived_tokens_expire() {
     })
     .await;
     let token = host.token().await;
-    assert_eq!(host.get(&token, "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::OK);
+    assert_eq!(
+        host.get(&token, "/data/v3/ed-fi/calendarDates")
+            .await
+            .status(),
+        StatusCode::OK
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = host.get(&token, "/data/v3/ed-fi/calendarDates").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -172,7 +216,15 @@ async fn short_lived_tokens_expire() {
 async fn clock_control_and_change_versions() {
     let host = start(ServerOptions::default()).await;
     let token = host.token().await;
-    let state: Value = host.http.get(format!("{}/_sim/state", host.base)).send().await.unwrap().json().await.unwrap();
+    let state: Value = host
+        .http
+        .get(format!("{}/_sim/state", host.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(state["day"], host.world.first_day.to_string());
     let n0 = host.newest(&token).await;
     assert_eq!(n0, host.world.newest_cv_through(host.world.first_day));
@@ -211,7 +263,8 @@ async fn offset_paging_is_capped_and_partitions_page_the_same_rows() {
         ..ServerOptions::default()
     })
     .await;
-    host.handle.set_day(chrono::NaiveDate::from_ymd_opt(2024, 12, 1).unwrap());
+    host.handle
+        .set_day(chrono::NaiveDate::from_ymd_opt(2024, 12, 1).unwrap());
     let token = host.token().await;
     let newest = host.newest(&token).await;
     let expected = edfi_district_attendance_count(&host.world, host.handle.day());
@@ -219,25 +272,41 @@ async fn offset_paging_is_capped_and_partitions_page_the_same_rows() {
 
     // The cap wins over a larger limit; Total-Count reports the whole window.
     let (v, h) = host
-        .get_json(&token, "/data/v3/ed-fi/studentSchoolAttendanceEvents?limit=100&totalCount=true")
+        .get_json(
+            &token,
+            "/data/v3/ed-fi/studentSchoolAttendanceEvents?limit=100&totalCount=true",
+        )
         .await;
     assert_eq!(v.as_array().unwrap().len(), 50);
     assert_eq!(h["total-count"].to_str().unwrap(), expected.to_string());
     // Default page size is 25.
-    let (v, h) = host.get_json(&token, "/data/v3/ed-fi/studentSchoolAttendanceEvents").await;
+    let (v, h) = host
+        .get_json(&token, "/data/v3/ed-fi/studentSchoolAttendanceEvents")
+        .await;
     assert_eq!(v.as_array().unwrap().len(), 25);
     assert!(!h.contains_key("total-count"));
 
-    let by_offset = host.page_all(&token, "studentSchoolAttendanceEvents", 0, newest).await;
+    let by_offset = host
+        .page_all(&token, "studentSchoolAttendanceEvents", 0, newest)
+        .await;
     assert_eq!(by_offset.len(), expected);
-    let ids: HashSet<String> = by_offset.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ids: HashSet<String> = by_offset
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), expected, "no row twice");
 
     // The shape of one event (Ed-Fi DS 5).
     let e = &by_offset[0];
     assert!(e["schoolReference"]["schoolId"].is_u64());
-    assert!(e["sessionReference"]["sessionName"].as_str().unwrap().contains("Semester"));
-    assert!(e["attendanceEventCategoryDescriptor"].as_str().unwrap().starts_with("uri://"));
+    assert!(e["sessionReference"]["sessionName"]
+        .as_str()
+        .unwrap()
+        .contains("Semester"));
+    assert!(e["attendanceEventCategoryDescriptor"]
+        .as_str()
+        .unwrap()
+        .starts_with("uri://"));
     assert!(e["eventDate"].is_string() && e["_lastModifiedDate"].is_string());
     assert_eq!(e["id"].as_str().unwrap().len(), 32);
 
@@ -248,7 +317,12 @@ async fn offset_paging_is_capped_and_partitions_page_the_same_rows() {
             &format!("/data/v3/ed-fi/studentSchoolAttendanceEvents/partitions?number=3&minChangeVersion=0&maxChangeVersion={newest}"),
         )
         .await;
-    let tokens: Vec<String> = v["pageTokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let tokens: Vec<String> = v["pageTokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(tokens.len(), 3);
     let mut by_token = HashSet::new();
     let mut pages = 0;
@@ -262,12 +336,18 @@ async fn offset_paging_is_capped_and_partitions_page_the_same_rows() {
                 )
                 .await;
             assert_eq!(r.status(), StatusCode::OK);
-            next = r.headers().get("next-page-token").map(|v| v.to_str().unwrap().to_string());
+            next = r
+                .headers()
+                .get("next-page-token")
+                .map(|v| v.to_str().unwrap().to_string());
             let rows: Vec<Value> = r.json().await.unwrap();
             assert!(rows.len() <= 40 && !rows.is_empty());
             pages += 1;
             for row in rows {
-                assert!(by_token.insert(row["id"].as_str().unwrap().to_string()), "row twice");
+                assert!(
+                    by_token.insert(row["id"].as_str().unwrap().to_string()),
+                    "row twice"
+                );
             }
         }
     }
@@ -284,20 +364,30 @@ async fn over_cap_limit_is_rejected_when_asked_and_snapshots_404_when_unsupporte
     })
     .await;
     let token = host.token().await;
-    let r = host.get(&token, "/data/v3/ed-fi/calendarDates?limit=501").await;
+    let r = host
+        .get(&token, "/data/v3/ed-fi/calendarDates?limit=501")
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = host.get(&token, "/data/v3/ed-fi/calendarDates?limit=500").await;
+    let r = host
+        .get(&token, "/data/v3/ed-fi/calendarDates?limit=500")
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let r = host
         .http
-        .get(format!("{}/changeQueries/v1/availableChangeVersions", host.base))
+        .get(format!(
+            "{}/changeQueries/v1/availableChangeVersions",
+            host.base
+        ))
         .bearer_auth(&token)
         .header("Use-Snapshot", "true")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(host.get(&token, "/data/v3/ed-fi/students").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        host.get(&token, "/data/v3/ed-fi/students").await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// A connector's sync loop over the whole year: newest version, key changes, changed
@@ -306,7 +396,10 @@ async fn over_cap_limit_is_rejected_when_asked_and_snapshots_404_when_unsupporte
 async fn change_query_sync_over_the_year_reproduces_the_final_state() {
     let world = Arc::new(generate(&SimConfig::small(11)).unwrap());
     let (key_changes, deletes) = sync_year(world).await;
-    assert!(key_changes > 0 && deletes > 0, "{key_changes} key changes, {deletes} deletes");
+    assert!(
+        key_changes > 0 && deletes > 0,
+        "{key_changes} key changes, {deletes} deletes"
+    );
 }
 
 #[tokio::test]
@@ -332,7 +425,11 @@ async fn sync_year(world: Arc<World>) -> (usize, usize) {
         let newest = host.newest(&token).await;
         if newest > last {
             let (min, max) = (last + 1, newest);
-            for resource in ["calendarDates", "studentSchoolAssociations", "studentSchoolAttendanceEvents"] {
+            for resource in [
+                "calendarDates",
+                "studentSchoolAssociations",
+                "studentSchoolAttendanceEvents",
+            ] {
                 let (kc, _) = host
                     .get_json(&token, &format!("/data/v3/ed-fi/{resource}/keyChanges?minChangeVersion={min}&maxChangeVersion={max}&limit=500"))
                     .await;
@@ -397,7 +494,14 @@ async fn faults_are_injected_deterministically() {
     };
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let host = start_with(world.clone(), ServerOptions { faults, ..ServerOptions::default() }).await;
+        let host = start_with(
+            world.clone(),
+            ServerOptions {
+                faults,
+                ..ServerOptions::default()
+            },
+        )
+        .await;
         let token = host.token().await;
         let mut statuses = Vec::new();
         for _ in 0..60 {
@@ -411,15 +515,36 @@ async fn faults_are_injected_deterministically() {
     }
     assert_eq!(runs[0], runs[1]);
     let count = |s: u16| runs[0].iter().filter(|x| **x == s).count();
-    assert!(count(429) >= 5 && count(500) >= 3 && count(200) >= 15, "{:?}", runs[0]);
+    assert!(
+        count(429) >= 5 && count(500) >= 3 && count(200) >= 15,
+        "{:?}",
+        runs[0]
+    );
 
     // Faults can be switched off at run time.
-    let host = start_with(world, ServerOptions { faults, ..ServerOptions::default() }).await;
-    let r = host.http.post(format!("{}/_sim/faults?rate429=0&rate500=0", host.base)).send().await.unwrap();
+    let host = start_with(
+        world,
+        ServerOptions {
+            faults,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let r = host
+        .http
+        .post(format!("{}/_sim/faults?rate429=0&rate500=0", host.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let token = host.token().await;
     for _ in 0..20 {
-        assert_eq!(host.get(&token, "/data/v3/ed-fi/calendarDates").await.status(), StatusCode::OK);
+        assert_eq!(
+            host.get(&token, "/data/v3/ed-fi/calendarDates")
+                .await
+                .status(),
+            StatusCode::OK
+        );
     }
 }
 
@@ -449,7 +574,10 @@ async fn serves_only_the_districts_asked_for() {
     .await;
     let token = host.token().await;
     let (_, h) = host
-        .get_json(&token, "/data/v3/ed-fi/studentSchoolAssociations?totalCount=true&limit=1")
+        .get_json(
+            &token,
+            "/data/v3/ed-fi/studentSchoolAssociations?totalCount=true&limit=1",
+        )
         .await;
     let n: usize = h["total-count"].to_str().unwrap().parse().unwrap();
     let expected = world

@@ -45,8 +45,14 @@ fn small_world_has_every_kind_of_change() {
             assert!(world.log[i - 1].visible_on <= c.visible_on);
         }
     }
-    assert_eq!(world.newest_cv_through(world.last_day), world.log.len() as u64);
-    assert_eq!(world.newest_cv_through(world.first_day.pred_opt().unwrap()), 0);
+    assert_eq!(
+        world.newest_cv_through(world.last_day),
+        world.log.len() as u64
+    );
+    assert_eq!(
+        world.newest_cv_through(world.first_day.pred_opt().unwrap()),
+        0
+    );
 }
 
 #[test]
@@ -55,16 +61,18 @@ fn final_facts_are_consistent() {
     let view = world.final_view();
     let facts = view.current_facts();
     let mut instructional: HashSet<(u32, chrono::NaiveDate)> = HashSet::new();
-    let mut enrollments: HashMap<u32, Vec<(chrono::NaiveDate, Option<chrono::NaiveDate>, u32)>> = HashMap::new();
+    let mut enrollments: HashMap<u32, Vec<(chrono::NaiveDate, Option<chrono::NaiveDate>, u32)>> =
+        HashMap::new();
     for f in facts.values() {
         match f {
             Fact::CalendarDate(c) if c.event.is_instructional() => {
                 instructional.insert((c.school, c.date));
             }
-            Fact::Enrollment(e) => enrollments
-                .entry(e.student)
-                .or_default()
-                .push((e.entry_date, e.exit_date, e.school)),
+            Fact::Enrollment(e) => enrollments.entry(e.student).or_default().push((
+                e.entry_date,
+                e.exit_date,
+                e.school,
+            )),
             _ => {}
         }
     }
@@ -80,7 +88,10 @@ fn final_facts_are_consistent() {
     let mut seen = HashSet::new();
     for f in facts.values() {
         if let Fact::Attendance(a) = f {
-            assert!(seen.insert((a.school, a.student, a.date)), "two events on one day");
+            assert!(
+                seen.insert((a.school, a.student, a.date)),
+                "two events on one day"
+            );
             assert!(instructional.contains(&(a.school, a.date)));
             assert!(enrollments[&a.student].iter().any(|(entry, exit, school)| {
                 *school == a.school && *entry <= a.date && exit.is_none_or(|x| a.date <= x)
@@ -133,7 +144,10 @@ fn demo_year_has_a_realistic_chronic_tail_weekday_and_winter_shape() {
     eprintln!("demo generated in {took:?}: {s:?}");
     assert!((18_000..=22_000).contains(&s.students), "{s:?}");
     assert!(world.districts.iter().any(|d| d.spec.feed == Feed::Edfi));
-    assert!(world.districts.iter().any(|d| matches!(d.spec.feed, Feed::Csv(_))));
+    assert!(world
+        .districts
+        .iter()
+        .any(|d| matches!(d.spec.feed, Feed::Csv(_))));
 
     let e = expected_metrics(&world, world.last_day);
     let share = e.state.chronically_absent as f64 / e.state.students_meeting_min_enrollment as f64;
@@ -166,6 +180,9 @@ fn demo_year_has_a_realistic_chronic_tail_weekday_and_winter_shape() {
     assert!(per_day(0) > midweek * 1.15, "Monday bump");
     assert!(per_day(4) > midweek * 1.15, "Friday bump");
     let month = |m: u32| absences_by_month[&m] / days_by_month[&m];
-    assert!(month(1) > month(10) * 1.2 && month(2) > month(10) * 1.2, "winter peak");
+    assert!(
+        month(1) > month(10) * 1.2 && month(2) > month(10) * 1.2,
+        "winter peak"
+    );
     let _ = Weekday::Mon;
 }

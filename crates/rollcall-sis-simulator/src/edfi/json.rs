@@ -77,7 +77,10 @@ pub fn resource_json(world: &World, idx: usize) -> Value {
                 "calendarReference".into(),
                 json!({"calendarCode": CALENDAR_CODE, "schoolId": school_id, "schoolYear": year}),
             );
-            obj.insert("schoolYearTypeReference".into(), json!({"schoolYear": year}));
+            obj.insert(
+                "schoolYearTypeReference".into(),
+                json!({"schoolYear": year}),
+            );
             obj.insert("primarySchool".into(), json!(true));
         }
         Fact::Attendance(a) => {
@@ -127,7 +130,10 @@ pub fn resource_json(world: &World, idx: usize) -> Value {
                 Category::Tardy => {
                     let t = NaiveTime::from_hms_opt(8, 0, 0).expect("08:00")
                         + Duration::minutes(i64::from(a.minutes_missed));
-                    obj.insert("arrivalTime".into(), json!(t.format("%H:%M:%S").to_string()));
+                    obj.insert(
+                        "arrivalTime".into(),
+                        json!(t.format("%H:%M:%S").to_string()),
+                    );
                     obj.insert(
                         "schoolAttendanceDuration".into(),
                         json!(DAY_MINUTES - a.minutes_missed),
@@ -136,7 +142,10 @@ pub fn resource_json(world: &World, idx: usize) -> Value {
                 Category::EarlyDeparture => {
                     let t = NaiveTime::from_hms_opt(14, 0, 0).expect("14:00")
                         - Duration::minutes(i64::from(a.minutes_missed));
-                    obj.insert("departureTime".into(), json!(t.format("%H:%M:%S").to_string()));
+                    obj.insert(
+                        "departureTime".into(),
+                        json!(t.format("%H:%M:%S").to_string()),
+                    );
                     obj.insert(
                         "schoolAttendanceDuration".into(),
                         json!(DAY_MINUTES - a.minutes_missed),
@@ -146,7 +155,10 @@ pub fn resource_json(world: &World, idx: usize) -> Value {
             }
         }
     }
-    obj.insert("_etag".into(), json!((5_250_000_000_000_000_000u64 + c.cv).to_string()));
+    obj.insert(
+        "_etag".into(),
+        json!((5_250_000_000_000_000_000u64 + c.cv).to_string()),
+    );
     obj.insert("_lastModifiedDate".into(), json!(last_modified(c)));
     Value::Object(obj)
 }

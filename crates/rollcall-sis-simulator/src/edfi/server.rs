@@ -1,3 +1,7 @@
+// Helpers return a ready `Response` as their error so handlers can `?` out early; the
+// size of that error is irrelevant next to an HTTP round trip.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -256,7 +260,8 @@ impl EdfiServer {
 
     /// Serves until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        self.serve_with_shutdown(listener, std::future::pending()).await
+        self.serve_with_shutdown(listener, std::future::pending())
+            .await
     }
 
     /// Serves until `shutdown` completes.
@@ -331,7 +336,10 @@ impl Shared {
         let faults = self.inner.lock().expect("lock").faults;
         let u = unit(mix(faults.seed ^ 0xfa17, n));
         if u < faults.rate_429 {
-            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "Too many requests (simulated).");
+            let mut r = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests (simulated).",
+            );
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(faults.retry_after_secs),
@@ -348,7 +356,10 @@ impl Shared {
     }
 
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
             return Err(unauthorized("Authorization header is missing."));
         };
         let Some(token) = value
@@ -461,14 +472,17 @@ impl Params<'_> {
             Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
                 problem(
                     StatusCode::BAD_REQUEST,
-                    format!("The request is invalid: {name} must be a non-negative integer, not {v:?}."),
+                    format!(
+                        "The request is invalid: {name} must be a non-negative integer, not {v:?}."
+                    ),
                 )
             }),
         }
     }
 
     fn bool(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
     /// (min, max) change versions; max defaults to "everything".
@@ -514,7 +528,8 @@ fn json_array(items: Vec<Value>) -> Response {
 
 fn with_total(mut r: Response, total: Option<usize>) -> Response {
     if let Some(t) = total {
-        r.headers_mut().insert("Total-Count", HeaderValue::from(t as u64));
+        r.headers_mut()
+            .insert("Total-Count", HeaderValue::from(t as u64));
     }
     r
 }
@@ -614,10 +629,20 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
     let (id, secret) = match basic {
         Some(pair) => pair,
         None => (
@@ -654,8 +679,9 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
 
 async fn available_change_versions(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     match s.admit(&headers) {
-        Ok(newest) => Json(json!({"oldestChangeVersion": 0, "newestChangeVersion": newest}))
-            .into_response(),
+        Ok(newest) => {
+            Json(json!({"oldestChangeVersion": 0, "newestChangeVersion": newest})).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -671,7 +697,10 @@ async fn list(
         Err(r) => return r,
     };
     let Some(resource) = Resource::from_path(&resource) else {
-        return problem(StatusCode::NOT_FOUND, format!("Resource {resource:?} is not served."));
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("Resource {resource:?} is not served."),
+        );
     };
     let p = Params(&q);
     let result = (|| -> Result<Response, Response> {
@@ -681,7 +710,10 @@ async fn list(
         let world = &s.world;
         if let Some(token) = p.get("pageToken") {
             let Some((lo, hi)) = decode_token(token) else {
-                return Err(problem(StatusCode::BAD_REQUEST, "The request is invalid: pageToken is not a token this host issued."));
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid: pageToken is not a token this host issued.",
+                ));
             };
             let size = page_size(&s, p.u64("pageSize")?, "pageSize")?;
             let start = items.partition_point(|&i| world.log[i as usize].record < lo);
@@ -729,7 +761,10 @@ async fn sub_list(
         Err(r) => return r,
     };
     let Some(resource) = Resource::from_path(&resource) else {
-        return problem(StatusCode::NOT_FOUND, format!("Resource {resource:?} is not served."));
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("Resource {resource:?} is not served."),
+        );
     };
     let p = Params(&q);
     let result = (|| -> Result<Response, Response> {
@@ -739,7 +774,10 @@ async fn sub_list(
             "partitions" => {
                 let number = p.u64("number")?.unwrap_or(1);
                 if !(1..=200).contains(&number) {
-                    return Err(problem(StatusCode::BAD_REQUEST, "The request is invalid: number must be between 1 and 200."));
+                    return Err(problem(
+                        StatusCode::BAD_REQUEST,
+                        "The request is invalid: number must be between 1 and 200.",
+                    ));
                 }
                 let items = s.window(resource, min, max, newest);
                 let n = items.len();
@@ -803,7 +841,10 @@ async fn sub_list(
                         rows.push(r);
                     }
                 }
-                Ok(with_total(json_array(rows), p.bool("totalCount").then_some(total)))
+                Ok(with_total(
+                    json_array(rows),
+                    p.bool("totalCount").then_some(total),
+                ))
             }
             other => Err(problem(
                 StatusCode::NOT_FOUND,
@@ -818,7 +859,10 @@ async fn sim_state(State(s): State<Arc<Shared>>) -> Response {
     Json(SimHandle(s).state()).into_response()
 }
 
-async fn sim_advance(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn sim_advance(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let p = Params(&q);
     let handle = SimHandle(s);
     if let Some(to) = p.get("to") {
@@ -827,7 +871,10 @@ async fn sim_advance(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<Strin
                 handle.set_day(d);
             }
             Err(_) => {
-                return problem(StatusCode::BAD_REQUEST, format!("to={to:?} is not a YYYY-MM-DD date."));
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("to={to:?} is not a YYYY-MM-DD date."),
+                );
             }
         }
     } else {
@@ -845,7 +892,10 @@ async fn sim_expire_tokens(State(s): State<Arc<Shared>>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn sim_faults(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn sim_faults(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let p = Params(&q);
     let mut faults = s.inner.lock().expect("lock").faults;
     let rate = |name: &str, current: f64| -> Result<f64, Response> {
@@ -855,7 +905,12 @@ async fn sim_faults(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String
                 .parse::<f64>()
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| problem(StatusCode::BAD_REQUEST, format!("{name}={v:?} must be a number within 0..=1."))),
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name}={v:?} must be a number within 0..=1."),
+                    )
+                }),
         }
     };
     faults.rate_429 = match rate("rate429", faults.rate_429) {
