@@ -12,4 +12,5 @@ pub use migrate::{
 };
 
 /// Re-exported so callers can name row types and the client without a direct dependency.
+pub use clickhouse::error::Error as ClickHouseError;
 pub use clickhouse::{Client, Row};

@@ -165,7 +165,12 @@ impl Default for NormalizerConfig {
 pub struct RollupConfig {
     pub http_port: u16,
     pub http_host: String,
+    /// The consumer group whose committed offsets mark what is durable in ClickHouse.
     pub group_id: String,
+    /// How many rollup instances share the students, and which one this is: instance
+    /// `i` owns the attendance and enrollment partitions `p` with `p % instances == i`.
+    pub instances: u32,
+    pub instance_index: u32,
     /// Rows per ClickHouse insert at most.
     pub batch_max_rows: usize,
     /// How long to collect changes before writing a batch, in milliseconds.
@@ -181,6 +186,8 @@ impl Default for RollupConfig {
             http_port: 9102,
             http_host: "127.0.0.1".into(),
             group_id: "rollcall-rollup".into(),
+            instances: 1,
+            instance_index: 0,
             batch_max_rows: 50_000,
             batch_max_wait_ms: 500,
             as_of: None,
@@ -344,6 +351,15 @@ impl Config {
             if n == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.rollup.instances == 0 || self.rollup.instance_index >= self.rollup.instances {
+            return Err(ConfigError::invalid(
+                "rollup.instance_index",
+                format!(
+                    "must be below rollup.instances ({}), got {}",
+                    self.rollup.instances, self.rollup.instance_index
+                ),
+            ));
         }
         if let Some(d) = &self.rollup.as_of {
             let ok = d.len() == 10

@@ -40,6 +40,17 @@ impl AssignedReader {
         group_id: &str,
         partitions: &[Tp],
     ) -> Result<Self, KafkaError> {
+        let starts: Vec<(Tp, Option<i64>)> =
+            partitions.iter().map(|tp| (tp.clone(), None)).collect();
+        Self::new(client, group_id, &starts)
+    }
+
+    /// Assign partitions, each starting at the given offset (`None`: its beginning).
+    pub fn new(
+        client: &ClientConfig,
+        group_id: &str,
+        starts: &[(Tp, Option<i64>)],
+    ) -> Result<Self, KafkaError> {
         let mut c = client.clone();
         c.set("group.id", group_id)
             .set("isolation.level", "read_committed")
@@ -52,8 +63,12 @@ impl AssignedReader {
             .create()
             .map_err(KafkaError::client("creating consumer"))?;
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in partitions {
-            tpl.add_partition_offset(t, *p, Offset::Beginning)
+        for ((t, p), start) in starts {
+            let offset = match start {
+                Some(o) => Offset::Offset(*o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(t, *p, offset)
                 .map_err(KafkaError::client("assigning"))?;
         }
         consumer
@@ -61,7 +76,7 @@ impl AssignedReader {
             .map_err(KafkaError::client("assigning partitions"))?;
         Ok(AssignedReader {
             consumer,
-            assigned: partitions.to_vec(),
+            assigned: starts.iter().map(|(tp, _)| tp.clone()).collect(),
         })
     }
 

@@ -44,6 +44,14 @@ enum Command {
     },
     /// Print the effective configuration (secrets are never printed).
     Config,
+    /// Run the normalizer service: raw SIS records in, canonical events out, exactly once.
+    Normalizer,
+    /// Run the rollup service: normalized events in, per-student metrics in ClickHouse.
+    Rollup {
+        /// Compute metrics as of this date (YYYY-MM-DD) instead of today.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
     /// Run SIS connectors (`[connectors.<name>]` sections), or list the kinds built in.
     Connector {
         #[command(subcommand)]
@@ -106,6 +114,16 @@ fn real_main() -> anyhow::Result<()> {
         cfg.telemetry.log_format = LogFormat::Json;
     }
     rollcall_telemetry::init_logging(&cfg.telemetry);
+    // The long-running services own their runtime and shutdown handling.
+    match &cli.command {
+        Command::Rollup { as_of } => {
+            return rollcall_rollup::main_with(cli.config.as_deref(), cli.json_logs, as_of.clone())
+        }
+        Command::Normalizer => {
+            return rollcall_normalizer::main_with(cli.config.as_deref(), cli.json_logs)
+        }
+        _ => {}
+    }
     let secrets = Secrets::from_env()?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -146,6 +164,7 @@ fn real_main() -> anyhow::Result<()> {
                 DlqAction::List { filter } => dlq::summarize(&cfg, &secrets, &filter, true),
                 DlqAction::Replay { filter } => dlq::replay(&cfg, &secrets, &filter),
             },
+            Command::Rollup { .. } | Command::Normalizer => Ok(()), // handled above
             Command::Config => {
                 println!("{}", ops::show_config(&cfg)?);
                 Ok(())

@@ -1,0 +1,83 @@
+//! What the normalizer reports: one tally per batch, emitted (logs + counters together)
+//! only after the batch's transaction committed, so counters never count a record twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rollcall_normalize::Rejection;
+
+const UNKNOWN: &str = "unknown";
+
+/// Counts of one batch, by district.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchTally {
+    /// district → records in
+    pub records_in: HashMap<String, u64>,
+    /// (district, entity) → canonical events out
+    pub events_out: HashMap<(String, String), u64>,
+    /// (district, kind) → dead letters
+    pub dead_letters: HashMap<(String, String), u64>,
+}
+
+impl BatchTally {
+    pub fn record_in(&mut self, district: Option<&str>) {
+        *self
+            .records_in
+            .entry(district.unwrap_or(UNKNOWN).to_string())
+            .or_default() += 1;
+    }
+
+    pub fn record_out(&mut self, district: &str, entity: &str) {
+        *self
+            .events_out
+            .entry((district.to_string(), entity.to_string()))
+            .or_default() += 1;
+    }
+
+    pub fn record_dead_letter(&mut self, r: &Rejection) {
+        let district = r.district_id.as_deref().unwrap_or(UNKNOWN).to_string();
+        tracing::debug!(district = %district, kind = r.kind.as_str(), reason = %r.reason,
+            source_key = ?r.source_key, "record dead-lettered");
+        *self
+            .dead_letters
+            .entry((district, r.kind.as_str().to_string()))
+            .or_default() += 1;
+    }
+
+    pub fn total_in(&self) -> u64 {
+        self.records_in.values().sum()
+    }
+    pub fn total_out(&self) -> u64 {
+        self.events_out.values().sum()
+    }
+    pub fn total_dead_letters(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+
+    /// Bump the counters and log the batch. Call once the batch is committed.
+    pub fn emit(&self, took: Duration) {
+        for (d, n) in &self.records_in {
+            metrics::counter!("rollcall_normalizer_records_in_total", "district" => d.clone())
+                .increment(*n);
+        }
+        for ((d, e), n) in &self.events_out {
+            metrics::counter!("rollcall_normalizer_events_out_total",
+                "district" => d.clone(), "entity" => e.clone())
+            .increment(*n);
+        }
+        for ((d, k), n) in &self.dead_letters {
+            metrics::counter!("rollcall_normalizer_dead_letters_total",
+                "district" => d.clone(), "kind" => k.clone())
+            .increment(*n);
+        }
+        metrics::counter!("rollcall_normalizer_batches_total").increment(1);
+        metrics::histogram!("rollcall_normalizer_batch_seconds").record(took.as_secs_f64());
+        tracing::info!(
+            records_in = self.total_in(),
+            events_out = self.total_out(),
+            dead_letters = self.total_dead_letters(),
+            ms = took.as_millis() as u64,
+            "batch committed"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The rollup service: reads the normalized topics (`read_committed`), keeps exact
+//! per-student state in `rollcall-student-state`, and writes every changed day row and
+//! metrics row to ClickHouse as versioned upserts. Kafka offsets are committed only
+//! after ClickHouse acknowledged the rows they produced.
+//!
+//! Restart: the state is rebuilt from Kafka. Records below the committed offsets are
+//! replayed silently (their rows are already in ClickHouse); records above them are
+//! replayed as new work, so whatever a crash left unwritten is written now.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use rollcall_config::{Config, LogFormat, Secrets};
+use rollcall_kafka::{AssignedReader, InRecord, Topics, Tp};
+use rollcall_student_state::{Changed, RollupState};
+use rollcall_telemetry::Health;
+use tokio_util::sync::CancellationToken;
+
+mod write;
+pub use write::{to_day_row, to_metrics_row, RowWriter, VersionClock};
+
+/// Entry point shared by `rollcall rollup` and the `rollcall-rollup` binary.
+pub fn main_with(
+    config: Option<&Path>,
+    json_logs: bool,
+    as_of: Option<String>,
+) -> anyhow::Result<()> {
+    let mut cfg = Config::load(config)?;
+    if json_logs {
+        cfg.telemetry.log_format = LogFormat::Json;
+    }
+    if as_of.is_some() {
+        cfg.rollup.as_of = as_of;
+        cfg.validate()?;
+    }
+    rollcall_telemetry::init_logging(&cfg.telemetry);
+    let secrets = Secrets::from_env()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let shutdown = rollcall_telemetry::shutdown_on_signals();
+        run(cfg, secrets, shutdown).await
+    })
+}
+
+/// Which date the metrics are computed as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// A fixed date (replays, tests).
+    Fixed(NaiveDate),
+    /// Today (UTC): every instructional day up to today counts.
+    Today,
+}
+
+impl AsOf {
+    pub fn from_config(cfg: &Config) -> anyhow::Result<AsOf> {
+        Ok(match &cfg.rollup.as_of {
+            Some(d) => AsOf::Fixed(
+                NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .with_context(|| format!("rollup.as_of: `{d}`"))?,
+            ),
+            None => AsOf::Today,
+        })
+    }
+    pub fn date(self) -> NaiveDate {
+        match self {
+            AsOf::Fixed(d) => d,
+            AsOf::Today => chrono::Utc::now().date_naive(),
+        }
+    }
+}
+
+const AS_OF_META: &str = "as_of=";
+
+/// Run until `shutdown`; then write what is pending, commit, and return.
+pub async fn run(cfg: Config, secrets: Secrets, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let health = Health::new();
+    rollcall_telemetry::serve_health(
+        &cfg.rollup.http_host,
+        cfg.rollup.http_port,
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let result = Rollup::start(&cfg, &secrets, &health, &shutdown).await;
+    let result = match result {
+        Ok(mut r) => r.run(&health, &shutdown).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        health.set_broken();
+    }
+    result
+}
+
+/// The partitions this instance owns: its share of attendance and enrollment, and all
+/// of the calendar topic.
+pub fn owned_partitions(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Vec<Tp>> {
+    let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let mut out = Vec::new();
+    for entity in ["calendar", "enrollment", "attendance"] {
+        let topic = topics.normalized(entity);
+        for p in AssignedReader::partitions_of(&client, &topic)? {
+            let mine = entity == "calendar"
+                || (p as u32) % cfg.rollup.instances == cfg.rollup.instance_index;
+            if mine {
+                out.push((topic.clone(), p));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The running rollup: state, the reader past the committed offsets, the writer.
+pub struct Rollup {
+    state: RollupState,
+    reader: AssignedReader,
+    writer: RowWriter,
+    topics: Topics,
+    as_of: AsOf,
+    /// Next offset per owned partition: what will be committed.
+    next: HashMap<Tp, i64>,
+    max_records: usize,
+    max_wait: Duration,
+}
+
+impl Rollup {
+    /// Rebuild the state from Kafka and position the reader after the committed offsets.
+    pub async fn start(
+        cfg: &Config,
+        secrets: &Secrets,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Rollup> {
+        let started = Instant::now();
+        let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
+        let topics = Topics::new(&cfg.kafka.topic_prefix);
+        let group = cfg.rollup.group_id.clone();
+        let owned = tokio::task::block_in_place(|| owned_partitions(cfg, secrets))
+            .with_context(|| format!("reading the topics on {}", cfg.kafka.brokers))?;
+        let probe = tokio::task::block_in_place(|| {
+            AssignedReader::from_beginning(&client, &group, &owned)
+        })?;
+        let committed = tokio::task::block_in_place(|| probe.committed())?;
+        drop(probe);
+        let as_of = AsOf::from_config(cfg)?;
+        // The state starts at the as-of date its rows were last written with.
+        let last_as_of = committed
+            .values()
+            .find_map(|c| c.metadata.strip_prefix(AS_OF_META))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let mut state = RollupState::new(
+            cfg.policy.clone(),
+            last_as_of.unwrap_or_else(|| as_of.date()),
+        )?;
+
+        // Phase 1: replay each partition up to its committed offset, silently.
+        let mut replayed = 0u64;
+        for tp in &owned {
+            let Some(c) = committed.get(tp).filter(|c| c.offset > 0) else {
+                continue;
+            };
+            let mut r = tokio::task::block_in_place(|| {
+                AssignedReader::from_beginning(&client, &group, std::slice::from_ref(tp))
+            })?;
+            let mut idle_since = Instant::now();
+            'partition: loop {
+                if shutdown.is_cancelled() {
+                    anyhow::bail!("shutdown during the state rebuild");
+                }
+                let batch = tokio::task::block_in_place(|| {
+                    r.poll_batch(20_000, Duration::from_millis(300))
+                });
+                if batch.is_empty() && idle_since.elapsed() > Duration::from_secs(60) {
+                    anyhow::bail!(
+                        "rebuilding from {}/{}: no records for 60 s before the committed offset {}",
+                        tp.0,
+                        tp.1,
+                        c.offset
+                    );
+                }
+                for rec in &batch {
+                    idle_since = Instant::now();
+                    if rec.offset < c.offset {
+                        apply(&mut state, &topics, rec);
+                        replayed += 1;
+                    }
+                    if rec.offset >= c.offset - 1 {
+                        break 'partition;
+                    }
+                }
+            }
+        }
+        state.discard_dirty();
+        let rebuild = started.elapsed();
+        let stats = state.stats();
+        metrics::gauge!("rollcall_rollup_rebuild_seconds").set(rebuild.as_secs_f64());
+        tracing::info!(
+            records = replayed,
+            students = stats.students,
+            secs = rebuild.as_secs_f64(),
+            "state rebuilt from Kafka up to the committed offsets"
+        );
+
+        // Phase 2: everything after the committed offsets is new work.
+        let starts: Vec<(Tp, Option<i64>)> = owned
+            .iter()
+            .map(|tp| (tp.clone(), committed.get(tp).map(|c| c.offset)))
+            .collect();
+        let reader = tokio::task::block_in_place(|| AssignedReader::new(&client, &group, &starts))?;
+        let next = owned
+            .iter()
+            .map(|tp| (tp.clone(), committed.get(tp).map(|c| c.offset).unwrap_or(0)))
+            .collect();
+        let db = rollcall_clickhouse::connect(&cfg.clickhouse, secrets);
+        health.set_ready(true);
+        Ok(Rollup {
+            state,
+            reader,
+            writer: RowWriter::new(db),
+            topics,
+            as_of,
+            next,
+            max_records: cfg.rollup.batch_max_rows.max(1),
+            max_wait: Duration::from_millis(cfg.rollup.batch_max_wait_ms),
+        })
+    }
+
+    /// The state (for tests and benchmarks).
+    pub fn state(&self) -> &RollupState {
+        &self.state
+    }
+
+    pub async fn run(
+        &mut self,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut last_as_of = None;
+        loop {
+            let stopping = shutdown.is_cancelled();
+            let batch = if stopping {
+                Vec::new()
+            } else {
+                let (max, wait) = (self.max_records, self.max_wait);
+                tokio::task::block_in_place(|| self.reader.poll_batch(max, wait))
+            };
+            let started = Instant::now();
+            for rec in &batch {
+                apply(&mut self.state, &self.topics, rec);
+                self.next
+                    .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            }
+            let as_of = self.as_of.date();
+            if as_of != self.state.as_of() {
+                let dirty = self.state.set_as_of(as_of)?;
+                tracing::info!(%as_of, students = dirty, "as-of date moved; refreshing students");
+            }
+            let changes = self.state.drain_dirty();
+            let rows: usize = changes.iter().map(|c| c.len()).sum();
+            if !changes.is_empty() {
+                health.set_ready(true);
+                self.writer.write(&changes, shutdown, health).await?;
+            }
+            // Only now is everything up to `next` durable in ClickHouse.
+            if !batch.is_empty() || last_as_of != Some(as_of) {
+                let meta = format!("{AS_OF_META}{as_of}");
+                tokio::task::block_in_place(|| self.reader.commit(&self.next, &meta))?;
+                last_as_of = Some(as_of);
+            }
+            if !batch.is_empty() {
+                metrics::histogram!("rollcall_rollup_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::gauge!("rollcall_rollup_students").set(self.state.stats().students as f64);
+                tracing::debug!(
+                    records = batch.len(),
+                    rows,
+                    ms = started.elapsed().as_millis() as u64,
+                    "batch written"
+                );
+            }
+            if stopping {
+                break;
+            }
+        }
+        health.set_ready(false);
+        tracing::info!("rollup stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Decode one normalized record and apply it. A record that cannot be decoded or held
+/// is counted and logged with its coordinates; it never stops the stream.
+pub fn apply(state: &mut RollupState, topics: &Topics, rec: &InRecord) -> Option<Changed> {
+    let entity = if rec.topic == topics.normalized("attendance") {
+        "attendance"
+    } else if rec.topic == topics.normalized("enrollment") {
+        "enrollment"
+    } else {
+        "calendar"
+    };
+    let result = match entity {
+        "attendance" => rollcall_avro::decode_attendance_event(&rec.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|e| state.apply_attendance(&e).map_err(|e| e.to_string())),
+        "enrollment" => rollcall_avro::decode_enrollment(&rec.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|e| state.apply_enrollment(&e).map_err(|e| e.to_string())),
+        _ => rollcall_avro::decode_calendar_day(&rec.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|e| state.apply_calendar(&e).map_err(|e| e.to_string())),
+    };
+    match result {
+        Ok(changed) => {
+            let outcome = match changed {
+                Changed::Applied => "applied",
+                Changed::Duplicate => "duplicate",
+                Changed::Stale => "stale",
+            };
+            metrics::counter!("rollcall_rollup_records_total", "entity" => entity, "outcome" => outcome)
+                .increment(1);
+            Some(changed)
+        }
+        Err(reason) => {
+            metrics::counter!("rollcall_rollup_records_total", "entity" => entity, "outcome" => "rejected")
+                .increment(1);
+            tracing::error!(topic = %rec.topic, partition = rec.partition, offset = rec.offset,
+                %reason, "normalized record rejected by the rollup; skipped (it stays in its topic)");
+            None
+        }
+    }
+}
