@@ -251,7 +251,11 @@ impl CodeMapRegistry {
 
     /// Adds a district map (a preset it `extends` was applied when it was parsed).
     pub fn insert(&mut self, map: CodeMap) -> Result<(), CodeMapError> {
-        let district = map.district_id.clone().unwrap_or_default().to_ascii_lowercase();
+        let district = map
+            .district_id
+            .clone()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let by_source = self.districts.entry(district).or_default();
         if let Some(other) = by_source.get(&map.source_system) {
             return Err(CodeMapError::Duplicate {

@@ -111,13 +111,12 @@ impl Normalizer {
             codemaps: &self.codemaps,
             today,
         };
-        let upsert = Meta::new(env, Operation::Upsert, &env.natural_key);
-        let delete = Meta::new(env, Operation::Delete, &env.natural_key);
+        let meta = |operation| Meta::new(env, operation, &env.natural_key);
         match env.payload_format {
             PayloadFormat::FlatJson => {
                 let meta = match env.operation {
-                    RawOperation::Upsert => upsert,
-                    RawOperation::Delete => delete,
+                    RawOperation::Upsert => meta(Operation::Upsert),
+                    RawOperation::Delete => meta(Operation::Delete),
                     RawOperation::KeyChange => {
                         return Err(reject(
                             RejectKind::UnsupportedEntityOrFormat,
@@ -131,10 +130,17 @@ impl Normalizer {
             PayloadFormat::EdfiJson => {
                 let mut doc: EdfiDoc = payload::parse(&env.payload, "edfi_json")?;
                 match env.operation {
-                    RawOperation::Upsert => Ok(vec![src.edfi(doc, "", false, upsert)?]),
+                    RawOperation::Upsert => {
+                        Ok(vec![src.edfi(doc, "", false, meta(Operation::Upsert))?])
+                    }
                     RawOperation::Delete => match doc.key_values.take() {
-                        Some(kv) => Ok(vec![src.edfi(*kv, "keyValues.", true, delete)?]),
-                        None => Ok(vec![src.edfi(doc, "", false, delete)?]),
+                        Some(kv) => Ok(vec![src.edfi(
+                            *kv,
+                            "keyValues.",
+                            true,
+                            meta(Operation::Delete),
+                        )?]),
+                        None => Ok(vec![src.edfi(doc, "", false, meta(Operation::Delete))?]),
                     },
                     RawOperation::KeyChange => {
                         let old_key = fields::required(
@@ -154,8 +160,10 @@ impl Normalizer {
                             Meta::new(env, Operation::Delete, &old_key),
                         )?;
                         let new = match doc.new_key_values.take() {
-                            Some(kv) => src.edfi(*kv, "newKeyValues.", true, upsert)?,
-                            None => src.edfi(doc, "", false, upsert)?,
+                            Some(kv) => {
+                                src.edfi(*kv, "newKeyValues.", true, meta(Operation::Upsert))?
+                            }
+                            None => src.edfi(doc, "", false, meta(Operation::Upsert))?,
                         };
                         Ok(vec![old, new])
                     }

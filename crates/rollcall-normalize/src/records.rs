@@ -121,7 +121,8 @@ struct CalendarIn<'a> {
     calendar_code: (Name, Text<'a>, bool),
     date: (Name, Text<'a>),
     school_year: Option<(Name, Year<'a>)>,
-    events: (Name, Option<Vec<Text<'a>>>),
+    /// Event names (descriptor code values), when the record lists events.
+    events: (Name, Option<Vec<String>>),
     is_instructional: (Name, Text<'a>),
 }
 
@@ -272,11 +273,16 @@ impl Source<'_> {
                         year_of(n("calendarReference.schoolYear"), cal.school_year),
                     )
                 };
-                let events = doc.calendar_events.map(|evs| {
-                    evs.into_iter()
-                        .map(|e| e.calendar_event_descriptor)
-                        .collect()
-                });
+                let events_name = n("calendarEvents");
+                let events = doc
+                    .calendar_events
+                    .map(|evs| {
+                        event_names(
+                            events_name,
+                            evs.into_iter().filter_map(|e| e.calendar_event_descriptor),
+                        )
+                    })
+                    .transpose()?;
                 self.calendar(
                     CalendarIn {
                         school_id: school,
@@ -284,7 +290,7 @@ impl Source<'_> {
                         calendar_code: code,
                         date: (n("date"), doc.date),
                         school_year: year,
-                        events: (n("calendarEvents"), events),
+                        events: (events_name, events),
                         is_instructional: (n("-"), None),
                     },
                     meta,
@@ -342,13 +348,9 @@ impl Source<'_> {
                     school_year: year,
                     events: (
                         n("events"),
-                        doc.events.map(|e| match e {
-                            Cow::Borrowed(s) => s.split(';').map(|p| Some(p.into())).collect(),
-                            Cow::Owned(s) => s
-                                .split(';')
-                                .map(|p| Some(Cow::Owned(p.to_owned())))
-                                .collect(),
-                        }),
+                        fields::optional(n("events"), doc.events)?
+                            .map(|s| event_names(n("events"), s.split(';').map(Cow::Borrowed)))
+                            .transpose()?,
                     ),
                     is_instructional: (n("is_instructional"), doc.is_instructional),
                 },
@@ -581,17 +583,10 @@ impl Source<'_> {
         let date = self.date(c.date)?;
         let school_year = self.school_year(c.school_year, date, date_name, &meta)?;
         let (events_name, events) = c.events;
-        let given_events = events.is_some();
-        let mut names = Vec::new();
-        for e in events.into_iter().flatten() {
-            if let Some(e) = fields::optional(events_name, e)? {
-                names.push(descriptor_code_value(&e).to_string());
-            }
-        }
         let (flag_name, flag) = c.is_instructional;
         let is_instructional = match fields::optional(flag_name, flag)? {
             Some(f) => fields::boolean(flag_name, &f)?,
-            None if given_events => names.iter().any(|e| is_instructional_event(e)),
+            None if events.is_some() => events.iter().flatten().any(|e| is_instructional_event(e)),
             None if !meta.upsert() => false,
             None => {
                 return Err(reject(
@@ -607,7 +602,7 @@ impl Source<'_> {
             school_year,
             date,
             is_instructional,
-            events: names,
+            events: events.unwrap_or_default(),
             operation: meta.operation,
             source_version: meta.source_version,
             source_system: meta.source_system,
@@ -616,6 +611,20 @@ impl Source<'_> {
             observed_at_ms: meta.observed_at_ms,
         }))
     }
+}
+
+/// Calendar event names: each trimmed, blanks dropped, descriptor URIs to code values.
+fn event_names<'a>(
+    name: Name,
+    items: impl Iterator<Item = Cow<'a, str>>,
+) -> Result<Vec<String>, Rejection> {
+    let mut names = Vec::new();
+    for item in items {
+        if let Some(e) = fields::optional(name, Some(item))? {
+            names.push(descriptor_code_value(&e).to_string());
+        }
+    }
+    Ok(names)
 }
 
 fn blank_is_none(v: Text<'_>) -> Text<'_> {
