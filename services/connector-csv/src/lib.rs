@@ -354,6 +354,7 @@ impl SisConnector for CsvConnector {
                     let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
                     records.push(to_record(
                         &self.cfg.district_id,
+                        self.preset.name,
                         &self.id,
                         entity,
                         row,
@@ -483,8 +484,11 @@ fn batch(
     }
 }
 
+/// `source_system` is the preset's SIS (`powerschool`, ...): it picks the district's code
+/// map in the normalizer.
 fn to_record(
     district: &str,
+    source_system: &str,
     source: &str,
     entity: Entity,
     mut row: rows::Row,
@@ -532,7 +536,7 @@ fn to_record(
     RawRecord {
         key,
         envelope: RawEnvelope {
-            source_system: "csv".into(),
+            source_system: source_system.to_string(),
             source_instance: source.to_string(),
             district_id: district.to_string(),
             entity,
