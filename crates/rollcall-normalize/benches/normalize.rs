@@ -81,19 +81,35 @@ fn bench(c: &mut Criterion) {
         values.len()
     );
 
+    let rows = grand_bend::rows();
+    let edfi_only: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| encode_raw(&grand_bend::edfi(r)))
+        .collect();
+    let flat_only: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| encode_raw(&grand_bend::flat(r)))
+        .collect();
+
     let mut g = c.benchmark_group("normalize");
-    g.throughput(Throughput::Elements(values.len() as u64));
-    g.bench_function("mixed_edfi_and_flat", |b| {
-        b.iter(|| {
-            let mut events = 0usize;
-            for v in &values {
-                if let Ok(out) = normalizer.normalize(black_box(v), today) {
-                    events += out.len();
+    for (name, set) in [
+        ("mixed_edfi_and_flat", &values),
+        ("edfi_attendance", &edfi_only),
+        ("flat_attendance", &flat_only),
+    ] {
+        g.throughput(Throughput::Elements(set.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut events = 0usize;
+                for v in set {
+                    if let Ok(out) = normalizer.normalize(black_box(v), today) {
+                        events += out.len();
+                    }
                 }
-            }
-            black_box(events)
-        })
-    });
+                black_box(events)
+            })
+        });
+    }
     g.finish();
 }
 
