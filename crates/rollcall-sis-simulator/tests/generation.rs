@@ -186,3 +186,38 @@ fn demo_year_has_a_realistic_chronic_tail_weekday_and_winter_shape() {
     );
     let _ = Weekday::Mon;
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// Whatever the seed and rates, expected metrics stay internally consistent.
+    #[test]
+    fn expected_metrics_are_consistent_for_any_seed(
+        seed in 0u64..1_000_000,
+        scale in 0.2f64..3.0,
+        correction in 0.0f64..0.5,
+        day_offset in 20i64..330,
+    ) {
+        let mut config = SimConfig::small(seed);
+        config.absence_scale = scale;
+        config.late_correction_rate = correction;
+        let world = generate(&config).unwrap();
+        let as_of = world.first_day + chrono::Duration::days(day_offset);
+        let e = expected_metrics(&world, as_of);
+        for r in &e.students {
+            proptest::prop_assert!(r.days_absent <= r.days_enrolled as f64);
+            proptest::prop_assert!(r.days_excused + r.days_unexcused + r.days_suspended >= r.days_absent - 1e-9);
+            proptest::prop_assert_eq!(r.chronically_absent, r.meets_min_enrollment && r.absence_rate >= 0.1 - 1e-12);
+        }
+        let by_school: u64 = e.schools.iter().map(|s| s.counts.days_enrolled).sum();
+        let by_district: u64 = e.districts.iter().map(|d| d.counts.days_enrolled).sum();
+        proptest::prop_assert_eq!(by_school, by_district);
+        proptest::prop_assert_eq!(by_district, e.state.days_enrolled);
+        let chronic: u64 = e.districts.iter().map(|d| d.counts.chronically_absent).sum();
+        proptest::prop_assert_eq!(chronic, e.state.chronically_absent);
+        // Facts visible later never shrink what was enrolled by then (no retroactive
+        // calendar changes) except through no-show purges.
+        let later = expected_metrics_at(&world, as_of, world.last_day);
+        proptest::prop_assert!(later.state.students_enrolled <= e.state.students_enrolled);
+    }
+}
