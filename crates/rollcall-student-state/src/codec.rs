@@ -1,20 +1,25 @@
 //! The compact form of one student's state: a single byte string per student.
 //!
 //! ```text
-//! student : district varint | id_offset u32le | base_version zigzag-varint | n_units varint | unit*
+//! student : district varint | id_len varint | id bytes
+//!           | n_ssids varint | (len varint | state student id bytes)* | n_units varint | unit*
 //! unit    : school varint | school_year u16le | n_spans varint | n_events varint | span* | event*
-//! span    : key_hash 6B | version-base varint | flags u8 | entry u16le | exit u16le
-//!           | grade varint | subgroups varint | state_student_id varint
-//! event   : key_hash 6B | version-base varint | info u16le [| fraction u16le]
-//!           info = day_offset 9b | category 3b | tombstone 1b | fraction code 2b
+//! span    : key_hash 6B | flags u8 | version | entry u16le | exit u16le
+//!           | grade varint | subgroups varint | ssid index+1 varint
+//!           flags = tombstone 1b | version mode 1b
+//! event   : key_hash 6B | info u16le | version [| fraction u16le]
+//!           info = day_offset 9b | category 3b | tombstone 1b | fraction code 2b | version mode 1b
 //!           (fraction code 0 = 0, 1 = 1000, 2 = 500, 3 = the u16 that follows)
+//! version : relative to the previous record's version `p` (0 for the first):
+//!           mode 0 = zigzag(v - p) varint;
+//!           mode 1 = zigzag(v>>32 - p>>32) varint | (v & 0xffff_ffff) varint
+//!           (the shorter one; mode 1 suits `file << 32 | line` versions)
 //! ```
 //!
 //! Units are sorted by (school_year, school); spans by key hash; events by (day, key
 //! hash). Dates are days since 1970-01-01 (`u16`); an event's day is an offset from
-//! the start of its unit's school year. Versions are stored as the difference from
-//! the student's smallest version. A typical exception-only student-year (one
-//! enrollment, a dozen events) takes about 200 bytes.
+//! the start of its unit's school year. A typical exception-only student-year (one
+//! enrollment, a dozen events) takes under 200 bytes.
 
 /// Key hashes keep their low 48 bits.
 pub(crate) const HASH_BITS: u32 = 48;
@@ -33,7 +38,7 @@ pub(crate) struct Span {
     pub exit: u16,
     pub grade: u32,
     pub subgroups: u32,
-    /// Arena offset + 1 of the state student id; 0 = none.
+    /// Index + 1 into the student's state student ids; 0 = none.
     pub ssid: u32,
 }
 
@@ -62,7 +67,10 @@ pub(crate) struct Unit {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Decoded {
     pub district: u32,
-    pub id_off: u32,
+    pub id: Vec<u8>,
+    /// The state student ids spans refer to, concatenated; `ssid_ends[i]` ends the i-th.
+    pub ssid_bytes: Vec<u8>,
+    pub ssid_ends: Vec<u32>,
     pub spans: Vec<Span>,
     pub events: Vec<Ev>,
     pub units: Vec<Unit>,
@@ -70,9 +78,65 @@ pub(crate) struct Decoded {
 
 impl Decoded {
     pub(crate) fn clear(&mut self) {
+        self.id.clear();
+        self.ssid_bytes.clear();
+        self.ssid_ends.clear();
         self.spans.clear();
         self.events.clear();
         self.units.clear();
+    }
+
+    /// The state student id a span refers to (`ssid` = index + 1).
+    pub(crate) fn ssid(&self, ssid: u32) -> &[u8] {
+        let i = ssid as usize - 1;
+        let start = if i == 0 { 0 } else { self.ssid_ends[i - 1] as usize };
+        &self.ssid_bytes[start..self.ssid_ends[i] as usize]
+    }
+
+    /// The reference (index + 1) for a state student id, adding it when new.
+    pub(crate) fn ssid_ref(&mut self, id: &[u8]) -> u32 {
+        for i in 1..=self.ssid_ends.len() as u32 {
+            if self.ssid(i) == id {
+                return i;
+            }
+        }
+        self.ssid_bytes.extend_from_slice(id);
+        self.ssid_ends.push(self.ssid_bytes.len() as u32);
+        self.ssid_ends.len() as u32
+    }
+
+    /// Drop state student ids no span refers to.
+    pub(crate) fn gc_ssids(&mut self) {
+        let n = self.ssid_ends.len();
+        if n == 0 {
+            return;
+        }
+        let mut used = vec![false; n];
+        for s in &self.spans {
+            if s.ssid != 0 {
+                used[s.ssid as usize - 1] = true;
+            }
+        }
+        if used.iter().all(|&u| u) {
+            return;
+        }
+        let (bytes, ends) = (std::mem::take(&mut self.ssid_bytes), std::mem::take(&mut self.ssid_ends));
+        let mut remap = vec![0u32; n];
+        let mut start = 0usize;
+        for i in 0..n {
+            let end = ends[i] as usize;
+            if used[i] {
+                self.ssid_bytes.extend_from_slice(&bytes[start..end]);
+                self.ssid_ends.push(self.ssid_bytes.len() as u32);
+                remap[i] = self.ssid_ends.len() as u32;
+            }
+            start = end;
+        }
+        for s in &mut self.spans {
+            if s.ssid != 0 {
+                s.ssid = remap[s.ssid as usize - 1];
+            }
+        }
     }
 
     pub(crate) fn has_school(&self, school: u32) -> bool {
@@ -109,7 +173,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     #[inline]
     fn varint(&mut self) -> u64 {
         let mut v = 0u64;
@@ -133,19 +197,29 @@ impl Reader<'_> {
     }
 
     #[inline]
-    fn u32(&mut self) -> u32 {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&self.b[self.pos..self.pos + 4]);
-        self.pos += 4;
-        u32::from_le_bytes(a)
-    }
-
-    #[inline]
     fn hash48(&mut self) -> u64 {
         let mut a = [0u8; 8];
         a[..6].copy_from_slice(&self.b[self.pos..self.pos + 6]);
         self.pos += 6;
         u64::from_le_bytes(a)
+    }
+
+    #[inline]
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let v = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        v
+    }
+
+    #[inline]
+    fn version(&mut self, mode: bool, prev: i64) -> i64 {
+        if mode {
+            let hi = (prev >> 32).wrapping_add(unzigzag(self.varint()));
+            let lo = self.varint() as i64;
+            (hi << 32) | lo
+        } else {
+            prev.wrapping_add(unzigzag(self.varint()))
+        }
     }
 
     #[inline]
@@ -156,12 +230,32 @@ impl Reader<'_> {
     }
 }
 
-/// The district and id offset of an encoded student, without decoding the rest.
+/// The district and student id of an encoded student, without decoding the rest.
 #[inline]
-pub(crate) fn header_ids(blob: &[u8]) -> (u32, u32) {
+pub(crate) fn header_ids(blob: &[u8]) -> (u32, &[u8]) {
     let mut r = Reader { b: blob, pos: 0 };
     let d = r.varint() as u32;
-    (d, r.u32())
+    let n = r.varint() as usize;
+    (d, r.bytes(n))
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Append `v` relative to `prev` in the shorter mode; returns the mode.
+fn put_version(buf: &mut Vec<u8>, v: i64, prev: i64) -> bool {
+    let a = zigzag(v.wrapping_sub(prev));
+    let hi = zigzag((v >> 32).wrapping_sub(prev >> 32));
+    let lo = (v & 0xffff_ffff) as u64;
+    if varint_len(hi) + varint_len(lo) < varint_len(a) {
+        put_varint(buf, hi);
+        put_varint(buf, lo);
+        true
+    } else {
+        put_varint(buf, a);
+        false
+    }
 }
 
 /// Decode `blob` into `out` (cleared first).
@@ -169,8 +263,14 @@ pub(crate) fn decode(blob: &[u8], out: &mut Decoded) {
     out.clear();
     let mut r = Reader { b: blob, pos: 0 };
     out.district = r.varint() as u32;
-    out.id_off = r.u32();
-    let base = unzigzag(r.varint());
+    let n = r.varint() as usize;
+    out.id.extend_from_slice(r.bytes(n));
+    for _ in 0..r.varint() {
+        let n = r.varint() as usize;
+        out.ssid_bytes.extend_from_slice(r.bytes(n));
+        out.ssid_ends.push(out.ssid_bytes.len() as u32);
+    }
+    let mut prev = 0i64;
     let n_units = r.varint();
     for _ in 0..n_units {
         let school = r.varint() as u32;
@@ -180,8 +280,9 @@ pub(crate) fn decode(blob: &[u8], out: &mut Decoded) {
         let s0 = out.spans.len() as u32;
         for _ in 0..n_spans {
             let hash = r.hash48();
-            let ver = base.wrapping_add(r.varint() as i64);
             let flags = r.u8();
+            let ver = r.version(flags & 2 != 0, prev);
+            prev = ver;
             let entry = r.u16();
             let exit = r.u16();
             let grade = r.varint() as u32;
@@ -203,9 +304,10 @@ pub(crate) fn decode(blob: &[u8], out: &mut Decoded) {
         let e0 = out.events.len() as u32;
         for _ in 0..n_events {
             let hash = r.hash48();
-            let ver = base.wrapping_add(r.varint() as i64);
             let info = r.u16();
-            let frac = match info >> 13 {
+            let ver = r.version(info & (1 << 15) != 0, prev);
+            prev = ver;
+            let frac = match (info >> 13) & 3 {
                 0 => 0,
                 1 => 1000,
                 2 => 500,
@@ -276,15 +378,15 @@ pub(crate) fn normalize(d: &mut Decoded) {
 pub(crate) fn encode(d: &Decoded, buf: &mut Vec<u8>) {
     buf.clear();
     put_varint(buf, u64::from(d.district));
-    buf.extend_from_slice(&d.id_off.to_le_bytes());
-    let base = d
-        .spans
-        .iter()
-        .map(|s| s.ver)
-        .chain(d.events.iter().map(|e| e.ver))
-        .min()
-        .unwrap_or(0);
-    put_varint(buf, zigzag(base));
+    put_varint(buf, d.id.len() as u64);
+    buf.extend_from_slice(&d.id);
+    put_varint(buf, d.ssid_ends.len() as u64);
+    for i in 1..=d.ssid_ends.len() as u32 {
+        let id = d.ssid(i);
+        put_varint(buf, id.len() as u64);
+        buf.extend_from_slice(id);
+    }
+    let mut prev = 0i64;
     put_varint(buf, d.units.len() as u64);
     for u in &d.units {
         put_varint(buf, u64::from(u.school));
@@ -293,8 +395,12 @@ pub(crate) fn encode(d: &Decoded, buf: &mut Vec<u8>) {
         put_varint(buf, u64::from(u.events.1 - u.events.0));
         for s in d.unit_spans(u) {
             buf.extend_from_slice(&s.hash.to_le_bytes()[..6]);
-            put_varint(buf, s.ver.wrapping_sub(base) as u64);
+            let at = buf.len();
             buf.push(u8::from(s.tomb));
+            if put_version(buf, s.ver, prev) {
+                buf[at] |= 2;
+            }
+            prev = s.ver;
             buf.extend_from_slice(&s.entry.to_le_bytes());
             buf.extend_from_slice(&s.exit.to_le_bytes());
             put_varint(buf, u64::from(s.grade));
@@ -303,7 +409,6 @@ pub(crate) fn encode(d: &Decoded, buf: &mut Vec<u8>) {
         }
         for e in d.unit_events(u) {
             buf.extend_from_slice(&e.hash.to_le_bytes()[..6]);
-            put_varint(buf, e.ver.wrapping_sub(base) as u64);
             let code: u16 = match e.frac {
                 0 => 0,
                 1000 => 1,
@@ -314,7 +419,12 @@ pub(crate) fn encode(d: &Decoded, buf: &mut Vec<u8>) {
                 | (u16::from(e.cat & 7) << 9)
                 | (u16::from(e.tomb) << 12)
                 | (code << 13);
+            let at = buf.len();
             buf.extend_from_slice(&info.to_le_bytes());
+            if put_version(buf, e.ver, prev) {
+                buf[at + 1] |= 0x80;
+            }
+            prev = e.ver;
             if code == 3 {
                 buf.extend_from_slice(&e.frac.to_le_bytes());
             }
@@ -330,9 +440,12 @@ mod tests {
     fn encode_then_decode_is_the_identity_including_extreme_versions() {
         let mut d = Decoded {
             district: 300,
-            id_off: 0xdead_beef,
+            id: b"604877".to_vec(),
             ..Default::default()
         };
+        assert_eq!(d.ssid_ref(b"S-1"), 1);
+        assert_eq!(d.ssid_ref(b"S-22"), 2);
+        assert_eq!(d.ssid_ref(b"S-1"), 1);
         d.spans.push(Span {
             school: 70_000,
             year: 2022,
@@ -343,7 +456,7 @@ mod tests {
             exit: NO_EXIT,
             grade: 3,
             subgroups: 0,
-            ssid: 12,
+            ssid: 2,
         });
         for (i, frac) in [0u16, 1000, 500, 333].into_iter().enumerate() {
             d.events.push(Ev {
@@ -351,7 +464,7 @@ mod tests {
                 year: 2022,
                 day_off: 365 - i as u16,
                 hash: i as u64 * 7,
-                ver: if i == 3 { i64::MAX } else { i as i64 },
+                ver: [5 << 32 | 77, -3, 9 << 32 | 1, i64::MAX][i],
                 cat: (i % 8) as u8,
                 tomb: i == 2,
                 frac,
@@ -363,11 +476,17 @@ mod tests {
         let mut back = Decoded::default();
         decode(&buf, &mut back);
         assert_eq!(back.district, 300);
-        assert_eq!(back.id_off, 0xdead_beef);
+        assert_eq!(back.id, b"604877");
+        assert_eq!(back.ssid(2), b"S-22");
         assert_eq!(back.spans, d.spans);
         assert_eq!(back.events, d.events);
         assert_eq!(back.units, d.units);
-        assert_eq!(header_ids(&buf), (300, 0xdead_beef));
+        assert_eq!(header_ids(&buf), (300, &b"604877"[..]));
         assert_eq!(back.units.len(), 2);
+        // unreferenced state student ids are dropped, references renumbered
+        back.gc_ssids();
+        assert_eq!(back.ssid_ends.len(), 1);
+        assert_eq!(back.spans[0].ssid, 1);
+        assert_eq!(back.ssid(1), b"S-22");
     }
 }

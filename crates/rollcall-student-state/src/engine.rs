@@ -71,50 +71,6 @@ pub(crate) fn from_epoch_day(d: u16) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(u64::from(d))
 }
 
-/// Append-only string storage for student ids and state student ids: 1 MiB chunks,
-/// each entry a u16 length and the bytes; an offset is chunk << 20 | position.
-#[derive(Default)]
-struct Arena {
-    chunks: Vec<Vec<u8>>,
-}
-
-const ARENA_CHUNK: usize = 1 << 20;
-
-impl Arena {
-    fn push(&mut self, s: &str) -> u32 {
-        let b = s.as_bytes();
-        let need = b.len() + 2;
-        if self
-            .chunks
-            .last()
-            .is_none_or(|c| c.len() + need > ARENA_CHUNK)
-        {
-            self.chunks.push(Vec::with_capacity(ARENA_CHUNK));
-        }
-        let ci = self.chunks.len() - 1;
-        let c = &mut self.chunks[ci];
-        let off = ((ci as u32) << 20) | c.len() as u32;
-        c.extend_from_slice(&(b.len() as u16).to_le_bytes());
-        c.extend_from_slice(b);
-        off
-    }
-
-    fn get(&self, off: u32) -> &[u8] {
-        let c = &self.chunks[(off >> 20) as usize];
-        let p = (off & (ARENA_CHUNK as u32 - 1)) as usize;
-        let len = u16::from_le_bytes([c[p], c[p + 1]]) as usize;
-        &c[p + 2..p + 2 + len]
-    }
-
-    fn get_str(&self, off: u32) -> &str {
-        std::str::from_utf8(self.get(off)).expect("arena holds str")
-    }
-
-    fn bytes(&self) -> usize {
-        self.chunks.iter().map(Vec::capacity).sum()
-    }
-}
-
 struct District {
     id: Arc<str>,
     positive_attendance: bool,
@@ -234,7 +190,6 @@ pub struct RollupState {
     students: Vec<Vec<Box<[u8]>>>,
     n_students: usize,
     student_ix: HashTable<u32>,
-    arena: Arena,
 
     cal_codes_by_day: HashMap<(u32, u16, u32), CalCode, Fast>,
     cal: HashMap<(u32, u16), CalAgg, Fast>,
@@ -301,7 +256,6 @@ impl RollupState {
             students: Vec::new(),
             n_students: 0,
             student_ix: HashTable::new(),
-            arena: Arena::default(),
             cal_codes_by_day: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             cal: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             cal_prev: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
@@ -402,10 +356,7 @@ impl RollupState {
     fn find_student(&self, district: u32, id: &str) -> Option<u32> {
         let h = self.hasher.hash_one((district, id));
         self.student_ix
-            .find(h, |&s| {
-                let (d, off) = codec::header_ids(self.blob(s));
-                d == district && self.arena.get(off) == id.as_bytes()
-            })
+            .find(h, |&s| codec::header_ids(self.blob(s)) == (district, id.as_bytes()))
             .copied()
     }
 
@@ -414,10 +365,9 @@ impl RollupState {
             return s;
         }
         let s = self.n_students as u32;
-        let off = self.arena.push(id);
         let mut d = Decoded {
             district,
-            id_off: off,
+            id: id.as_bytes().to_vec(),
             ..Default::default()
         };
         codec::normalize(&mut d);
@@ -434,14 +384,13 @@ impl RollupState {
         let RollupState {
             student_ix,
             students,
-            arena,
             hasher,
             ..
         } = self;
         student_ix.insert_unique(h, s, |&t| {
             let blob = &students[t as usize / STUDENT_CHUNK][t as usize % STUDENT_CHUNK];
-            let (d, off) = codec::header_ids(blob);
-            hasher.hash_one((d, arena.get_str(off)))
+            let (d, id) = codec::header_ids(blob);
+            hasher.hash_one((d, std::str::from_utf8(id).expect("ids are str")))
         });
         self.dirty.insert(s, Before::Absent);
         s
@@ -620,14 +569,7 @@ impl RollupState {
             (Operation::Upsert, held) => {
                 let ssid = match e.state_student_id.as_deref() {
                     None | Some("") => 0,
-                    Some(id) => match d
-                        .spans
-                        .iter()
-                        .find(|x| x.ssid != 0 && self.arena.get(x.ssid - 1) == id.as_bytes())
-                    {
-                        Some(x) => x.ssid,
-                        None => self.arena.push(id) + 1,
-                    },
+                    Some(id) => d.ssid_ref(id.as_bytes()),
                 };
                 let span = Span {
                     school,
@@ -671,6 +613,7 @@ impl RollupState {
         };
         if outcome.is_applied() {
             let new_school = new_school.filter(|&sc| d.spans.iter().any(|x| x.school == sc));
+            d.gc_ssids();
             self.store(s, d, new_school);
         } else {
             self.give_back(d);
@@ -991,16 +934,20 @@ impl RollupState {
             m_old.clear();
             m_new.clear();
             codec::decode(self.blob(s), &mut d_new);
-            match &before {
-                Before::Absent => {}
-                Before::Unchanged => self.compute(&d_new, When::LastDrain, &mut days_old, &mut m_old),
+            let old = match &before {
+                Before::Absent => &d_new,
+                Before::Unchanged => {
+                    self.compute(&d_new, When::LastDrain, &mut days_old, &mut m_old);
+                    &d_new
+                }
                 Before::Blob(b) => {
                     codec::decode(b, &mut d_old);
                     self.compute(&d_old, When::LastDrain, &mut days_old, &mut m_old);
+                    &d_old
                 }
-            }
+            };
             self.compute(&d_new, When::Now, &mut days_new, &mut m_new);
-            if let Some(c) = self.diff(&d_new, &days_old, &days_new, &m_old, &m_new) {
+            if let Some(c) = self.diff(old, &d_new, &days_old, &days_new, &m_old, &m_new) {
                 out.push(c);
             }
         }
@@ -1012,7 +959,7 @@ impl RollupState {
     /// Forget what is dirty, as if it had been drained and written: use after rebuilding
     /// the state from a replay of records whose rows are already in the tables.
     pub fn discard_dirty(&mut self) {
-        self.dirty.clear();
+        self.dirty = HashMap::with_hasher(Fast::with_seed(SEED_TABLE));
         self.cal_prev.clear();
         self.as_of_prev = None;
     }
@@ -1033,7 +980,7 @@ impl RollupState {
             }
             let ids = self.ids(&d);
             day_rows.extend(days.iter().map(|x| self.day_row(&ids, x, 0)));
-            metric_rows.extend(metrics.iter().map(|x| self.metrics_row(&ids, x, 0)));
+            metric_rows.extend(metrics.iter().map(|x| self.metrics_row(&ids, &d, x, 0)));
         }
         (day_rows, metric_rows)
     }
@@ -1041,7 +988,7 @@ impl RollupState {
     fn ids(&self, d: &Decoded) -> (Arc<str>, Arc<str>) {
         (
             self.districts[d.district as usize].id.clone(),
-            Arc::from(self.arena.get_str(d.id_off)),
+            Arc::from(std::str::from_utf8(&d.id).expect("ids are str")),
         )
     }
 
@@ -1065,7 +1012,13 @@ impl RollupState {
         }
     }
 
-    fn metrics_row(&self, ids: &(Arc<str>, Arc<str>), m: &MetricsOut, deleted: u8) -> MetricsRow {
+    fn metrics_row(
+        &self,
+        ids: &(Arc<str>, Arc<str>),
+        d: &Decoded,
+        m: &MetricsOut,
+        deleted: u8,
+    ) -> MetricsRow {
         MetricsRow {
             school_year: m.year,
             district_id: ids.0.clone(),
@@ -1074,7 +1027,7 @@ impl RollupState {
             state_student_id: if m.ssid == 0 {
                 Arc::from("")
             } else {
-                Arc::from(self.arena.get_str(m.ssid - 1))
+                Arc::from(std::str::from_utf8(d.ssid(m.ssid)).expect("ids are str"))
             },
             grade_level: self.grades[m.grade as usize].clone(),
             subgroups: self.subgroup_sets[m.subgroups as usize].clone(),
@@ -1100,6 +1053,7 @@ impl RollupState {
 
     fn diff(
         &self,
+        old: &Decoded,
         d: &Decoded,
         days_old: &[DayOut],
         days_new: &[DayOut],
@@ -1152,20 +1106,20 @@ impl RollupState {
             match (ord, o, n) {
                 (Ordering::Less, Some(a), _) => {
                     let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.metrics_delete.push(self.metrics_row(ids, a, 1));
+                    change.metrics_delete.push(self.metrics_row(ids, old, a, 1));
                     i += 1;
                 }
                 (Ordering::Greater, _, Some(b)) => {
                     let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.metrics_upsert.push(self.metrics_row(ids, b, 0));
+                    change.metrics_upsert.push(self.metrics_row(ids, d, b, 0));
                     j += 1;
                 }
                 (_, Some(a), Some(b)) => {
                     if a != b {
                         let ids = ids.get_or_insert_with(|| self.ids(d));
-                        let row = self.metrics_row(ids, b, 0);
-                        // the same state student id may sit at another arena offset
-                        if self.metrics_row(ids, a, 0) != row {
+                        let row = self.metrics_row(ids, d, b, 0);
+                        // the same state student id may sit at another index
+                        if self.metrics_row(ids, old, a, 0) != row {
                             change.metrics_upsert.push(row);
                         }
                     }
@@ -1209,13 +1163,15 @@ impl RollupState {
                     + d.events.iter().filter(|e| e.tomb).count();
             }
         }
-        let index_bytes = self.student_ix.capacity() * (std::mem::size_of::<u32>() + 1);
+        // buckets (a power of two, 8/7 of the capacity) of a u32 and a control byte
+        let index_bytes = (self.student_ix.capacity() * 8 / 7).next_power_of_two()
+            * (std::mem::size_of::<u32>() + 1);
         let school_lists: usize = self
             .schools
             .iter()
             .map(|s| s.students.capacity() * 4)
             .sum();
-        st.student_bytes = blob_bytes + index_bytes + self.arena.bytes() + school_lists;
+        st.student_bytes = blob_bytes + index_bytes + school_lists;
         let cal_codes: usize = self
             .cal_codes_by_day
             .values()
@@ -1261,17 +1217,4 @@ mod tests {
         assert_eq!(epoch_day(NaiveDate::from_ymd_opt(2149, 6, 6).unwrap()), None);
     }
 
-    #[test]
-    fn arena_offsets_address_their_strings_across_chunks() {
-        let mut a = Arena::default();
-        let long = "x".repeat(1000);
-        let mut offs = Vec::new();
-        for i in 0..3000 {
-            offs.push((a.push(&format!("{i}{long}")), i));
-        }
-        assert!(a.chunks.len() > 1);
-        for (off, i) in offs {
-            assert_eq!(a.get_str(off), format!("{i}{long}"));
-        }
-    }
 }
