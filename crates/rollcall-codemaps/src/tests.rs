@@ -121,6 +121,7 @@ fn powerschool_preset_maps_codes_only_with_their_presence_status() {
             ("AE", Some("Absent"), ExcusedAbsence, 1.0),
             ("M", Some("Absent"), ExcusedAbsence, 1.0),
             ("HD", Some("Absent"), UnexcusedAbsence, 0.5),
+            ("HA", Some("Absent"), UnexcusedAbsence, 0.5),
             ("HE", Some("Absent"), ExcusedAbsence, 0.5),
             ("S", Some("Absent"), OutOfSchoolSuspension, 1.0),
             ("OSS", Some("Absent"), OutOfSchoolSuspension, 1.0),
