@@ -116,12 +116,60 @@ enum When {
     Now,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DayOut {
+/// One computed (student, school, school year): its day rows are every day of
+/// `counted`, valued `empty` unless listed in `event_days` (offsets from `start`).
+#[derive(Debug, Clone, Copy)]
+struct UnitOut {
     school: u32,
     year: u16,
-    day: u16,
-    val: DayVal,
+    start: u16,
+    counted: YearBits,
+    /// Range into the shared list of (day offset, value) of days with live events.
+    event_days: (u32, u32),
+    empty: DayVal,
+    metrics: Option<MetricsOut>,
+}
+
+/// Computed units of a student and the values of their days with events.
+#[derive(Default)]
+struct Computed {
+    units: Vec<UnitOut>,
+    event_days: Vec<(u16, DayVal)>,
+}
+
+impl Computed {
+    fn clear(&mut self) {
+        self.units.clear();
+        self.event_days.clear();
+    }
+
+    fn days_of(&self, u: &UnitOut) -> &[(u16, DayVal)] {
+        &self.event_days[u.event_days.0 as usize..u.event_days.1 as usize]
+    }
+
+    /// The value of a counted day.
+    fn value(&self, u: &UnitOut, off: u16) -> DayVal {
+        let days = self.days_of(u);
+        match days.binary_search_by_key(&off, |x| x.0) {
+            Ok(i) => days[i].1,
+            Err(_) => u.empty,
+        }
+    }
+}
+
+/// Offsets of the set bits, ascending.
+fn bits_iter(bits: YearBits) -> impl Iterator<Item = u16> {
+    (0..YEAR_WORDS).flat_map(move |w| {
+        let mut word = bits[w];
+        std::iter::from_fn(move || {
+            if word == 0 {
+                return None;
+            }
+            let b = word.trailing_zeros();
+            word &= word - 1;
+            Some((w * 64) as u16 + b as u16)
+        })
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -760,25 +808,19 @@ impl RollupState {
             .map_or([0; YEAR_WORDS], |a| a.bits)
     }
 
-    /// The day and metrics values of a decoded student.
-    fn compute(
-        &self,
-        d: &Decoded,
-        when: When,
-        days: &mut Vec<DayOut>,
-        metrics: &mut Vec<MetricsOut>,
-    ) {
+    /// The units (day sets, event days, metrics) of a decoded student.
+    fn compute(&self, d: &Decoded, when: When, out: &mut Computed) {
+        out.clear();
         let as_of = match when {
             When::LastDrain => self.as_of_prev.unwrap_or(self.as_of),
             When::Now => self.as_of,
         };
         let missing = self.districts[d.district as usize].positive_attendance;
         for u in &d.units {
-            self.compute_unit(d, u, as_of, when, missing, days, metrics);
+            self.compute_unit(d, u, as_of, when, missing, out);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn compute_unit(
         &self,
         d: &Decoded,
@@ -786,8 +828,7 @@ impl RollupState {
         as_of: u16,
         when: When,
         missing: bool,
-        days: &mut Vec<DayOut>,
-        metrics: &mut Vec<MetricsOut>,
+        out: &mut Computed,
     ) {
         let (start, len) = self.year_span(u.year);
         let instr = self.calendar_bits(u.school, u.year, when);
@@ -819,49 +860,52 @@ impl RollupState {
         let counted = and(&and(&instr, &enrolled), &range_bits(0, usize::from(limit)));
         let events = d.unit_events(u);
         let (mut non_instructional, mut outside) = (0u32, 0u32);
-        for e in events.iter().filter(|e| !e.tomb) {
-            let i = usize::from(e.day_off);
-            if !test_bit(&instr, i) {
-                non_instructional += 1;
-            } else if !test_bit(&enrolled, i) {
-                outside += 1;
-            }
-        }
-        let first = days.len();
+        let first = out.event_days.len();
         let mut k = 0usize;
-        for w in 0..YEAR_WORDS {
-            let mut word = counted[w];
-            while word != 0 {
-                let i = (w << 6) as u16 + word.trailing_zeros() as u16;
-                word &= word - 1;
-                while k < events.len() && events[k].day_off < i {
-                    k += 1;
-                }
-                let mut acc = DayAcc::default();
-                while k < events.len() && events[k].day_off == i {
-                    let e = &events[k];
-                    if !e.tomb {
-                        acc.add(e.cat, e.frac, e.ver);
+        while k < events.len() {
+            let off = events[k].day_off;
+            let mut acc = DayAcc::default();
+            let mut live = false;
+            while k < events.len() && events[k].day_off == off {
+                let e = &events[k];
+                if !e.tomb {
+                    live = true;
+                    acc.add(e.cat, e.frac, e.ver);
+                    if !test_bit(&instr, usize::from(off)) {
+                        non_instructional += 1;
+                    } else if !test_bit(&enrolled, usize::from(off)) {
+                        outside += 1;
                     }
-                    k += 1;
                 }
-                days.push(DayOut {
-                    school: u.school,
-                    year: u.year,
-                    day: start + i,
-                    val: acc.finish(&self.rules, missing),
-                });
+                k += 1;
+            }
+            if live && test_bit(&counted, usize::from(off)) {
+                out.event_days.push((off, acc.finish(&self.rules, missing)));
             }
         }
-        let mine = &days[first..];
-        if mine.is_empty() && non_instructional == 0 && outside == 0 {
+        let n_counted: u32 = counted.iter().map(|w| w.count_ones()).sum();
+        if n_counted == 0 && non_instructional == 0 && outside == 0 {
             return;
         }
+        let unit = UnitOut {
+            school: u.school,
+            year: u.year,
+            start,
+            counted,
+            event_days: (first as u32, out.event_days.len() as u32),
+            empty: DayAcc::default().finish(&self.rules, missing),
+            metrics: None,
+        };
+        let days = out.days_of(&unit);
+        let last = (0..YEAR_WORDS)
+            .rev()
+            .find(|&w| counted[w] != 0)
+            .map(|w| (w * 64) as u16 + 63 - counted[w].leading_zeros() as u16);
         let mut m = MetricsOut {
             school: u.school,
             year: u.year,
-            as_of: mine.last().map_or(start, |x| x.day),
-            days_enrolled: 0,
+            as_of: last.map_or(start, |off| start + off),
+            days_enrolled: n_counted,
             absent: 0,
             excused: 0,
             unexcused: 0,
@@ -875,7 +919,11 @@ impl RollupState {
             truant: false,
             non_instructional,
             outside_enrollment: outside,
-            missing: 0,
+            missing: if missing {
+                n_counted - days.len() as u32
+            } else {
+                0
+            },
             grade: latest.map_or(0, |s| s.grade),
             subgroups: latest.map_or(0, |s| s.subgroups),
             ssid: latest.map_or(0, |s| s.ssid),
@@ -885,33 +933,53 @@ impl RollupState {
             &self.policy,
         ))
         .unwrap_or(0);
-        for x in mine {
-            let v = &x.val;
-            m.days_enrolled += u32::from(v.enrolled);
+        let window_off = window_start.saturating_sub(start);
+        for (off, v) in days {
+            m.days_enrolled -= u32::from(v.enrolled == 0);
             m.absent += u32::from(v.absent);
             m.excused += u32::from(v.excused);
             m.unexcused += u32::from(v.unexcused);
             m.suspended += u32::from(v.suspended);
             m.days_tardy += u32::from(v.tardy);
-            m.missing += u32::from(v.status == crate::rows::DayStatus::Missing);
-            if x.day >= window_start {
+            if *off >= window_off {
                 m.unexcused_window += u32::from(v.unexcused);
             }
         }
-        m.absent_last_30 = mine
-            .iter()
-            .rev()
-            .filter(|x| x.val.enrolled == 1)
-            .take(30)
-            .map(|x| u32::from(x.val.absent))
-            .sum();
+        // the last 30 enrolled days: walk the counted days down, skipping not-enrolled
+        let mut seen = 0;
+        let mut j = days.len();
+        'walk: for w in (0..YEAR_WORDS).rev() {
+            let mut word = counted[w];
+            while word != 0 {
+                let b = 63 - word.leading_zeros();
+                word &= !(1u64 << b);
+                let off = (w * 64) as u16 + b as u16;
+                while j > 0 && days[j - 1].0 > off {
+                    j -= 1;
+                }
+                if j > 0 && days[j - 1].0 == off {
+                    let v = &days[j - 1].1;
+                    if v.enrolled == 0 {
+                        continue;
+                    }
+                    m.absent_last_30 += u32::from(v.absent);
+                }
+                seen += 1;
+                if seen == 30 {
+                    break 'walk;
+                }
+            }
+        }
         let absent_days = f64::from(m.absent) / 1000.0;
         m.meets_min = policy::meets_min_enrollment(m.days_enrolled, &self.policy);
         m.chronic = policy::is_chronic(absent_days, m.days_enrolled, &self.policy);
         m.tier = policy::absence_rate(absent_days, m.days_enrolled)
             .map_or(Tier::Satisfactory, |r| policy::tier(r, &self.policy));
         m.truant = policy::is_truant(f64::from(m.unexcused_window) / 1000.0, &self.policy);
-        metrics.push(m);
+        out.units.push(UnitOut {
+            metrics: Some(m),
+            ..unit
+        });
     }
 
     // -----------------------------------------------------------------------
@@ -926,28 +994,24 @@ impl RollupState {
         dirty.sort_unstable_by_key(|(s, _)| *s);
         let mut out = Vec::new();
         let (mut d_old, mut d_new) = (Decoded::default(), Decoded::default());
-        let (mut days_old, mut days_new, mut m_old, mut m_new) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut c_old, mut c_new) = (Computed::default(), Computed::default());
         for (s, before) in dirty {
-            days_old.clear();
-            days_new.clear();
-            m_old.clear();
-            m_new.clear();
+            c_old.clear();
             codec::decode(self.blob(s), &mut d_new);
             let old = match &before {
                 Before::Absent => &d_new,
                 Before::Unchanged => {
-                    self.compute(&d_new, When::LastDrain, &mut days_old, &mut m_old);
+                    self.compute(&d_new, When::LastDrain, &mut c_old);
                     &d_new
                 }
                 Before::Blob(b) => {
                     codec::decode(b, &mut d_old);
-                    self.compute(&d_old, When::LastDrain, &mut days_old, &mut m_old);
+                    self.compute(&d_old, When::LastDrain, &mut c_old);
                     &d_old
                 }
             };
-            self.compute(&d_new, When::Now, &mut days_new, &mut m_new);
-            if let Some(c) = self.diff(old, &d_new, &days_old, &days_new, &m_old, &m_new) {
+            self.compute(&d_new, When::Now, &mut c_new);
+            if let Some(c) = self.diff(old, &d_new, &c_old, &c_new) {
                 out.push(c);
             }
         }
@@ -969,18 +1033,22 @@ impl RollupState {
     pub fn rows(&self) -> (Vec<DayRow>, Vec<MetricsRow>) {
         let (mut day_rows, mut metric_rows) = (Vec::new(), Vec::new());
         let mut d = Decoded::default();
-        let (mut days, mut metrics) = (Vec::new(), Vec::new());
+        let mut c = Computed::default();
         for s in 0..self.n_students as u32 {
-            days.clear();
-            metrics.clear();
             codec::decode(self.blob(s), &mut d);
-            self.compute(&d, When::Now, &mut days, &mut metrics);
-            if days.is_empty() && metrics.is_empty() {
+            self.compute(&d, When::Now, &mut c);
+            if c.units.is_empty() {
                 continue;
             }
             let ids = self.ids(&d);
-            day_rows.extend(days.iter().map(|x| self.day_row(&ids, x, 0)));
-            metric_rows.extend(metrics.iter().map(|x| self.metrics_row(&ids, &d, x, 0)));
+            for u in &c.units {
+                for off in bits_iter(u.counted) {
+                    day_rows.push(self.day_row(&ids, u, off, c.value(u, off), 0));
+                }
+                if let Some(m) = &u.metrics {
+                    metric_rows.push(self.metrics_row(&ids, &d, m, 0));
+                }
+            }
         }
         (day_rows, metric_rows)
     }
@@ -992,14 +1060,20 @@ impl RollupState {
         )
     }
 
-    fn day_row(&self, ids: &(Arc<str>, Arc<str>), x: &DayOut, deleted: u8) -> DayRow {
-        let v = &x.val;
+    fn day_row(
+        &self,
+        ids: &(Arc<str>, Arc<str>),
+        u: &UnitOut,
+        off: u16,
+        v: DayVal,
+        deleted: u8,
+    ) -> DayRow {
         DayRow {
-            school_year: x.year,
+            school_year: u.year,
             district_id: ids.0.clone(),
-            school_id: self.schools[x.school as usize].id.clone(),
+            school_id: self.schools[u.school as usize].id.clone(),
             student_id: ids.1.clone(),
-            date: from_epoch_day(x.day),
+            date: from_epoch_day(u.start + off),
             status: v.status,
             enrolled: v.enrolled,
             absent_milli: v.absent,
@@ -1051,91 +1125,145 @@ impl RollupState {
         }
     }
 
+    /// The rows that differ between two computations of one student.
     fn diff(
         &self,
-        old: &Decoded,
-        d: &Decoded,
-        days_old: &[DayOut],
-        days_new: &[DayOut],
-        m_old: &[MetricsOut],
-        m_new: &[MetricsOut],
+        d_old: &Decoded,
+        d_new: &Decoded,
+        old: &Computed,
+        new: &Computed,
     ) -> Option<StudentChange> {
         use std::cmp::Ordering;
         let mut ids: Option<(Arc<str>, Arc<str>)> = None;
-        let mut change = StudentChange::default();
-        let day_key = |x: &DayOut| (x.year, x.school, x.day);
+        let mut ch = StudentChange::default();
         let (mut i, mut j) = (0, 0);
-        while i < days_old.len() || j < days_new.len() {
-            let (o, n) = (days_old.get(i), days_new.get(j));
+        while i < old.units.len() || j < new.units.len() {
+            let (o, n) = (old.units.get(i), new.units.get(j));
             let ord = match (o, n) {
-                (Some(a), Some(b)) => day_key(a).cmp(&day_key(b)),
+                (Some(a), Some(b)) => (a.year, a.school).cmp(&(b.year, b.school)),
                 (Some(_), None) => Ordering::Less,
                 _ => Ordering::Greater,
             };
             match (ord, o, n) {
                 (Ordering::Less, Some(a), _) => {
-                    let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.day_rows_delete.push(self.day_row(ids, a, 1));
+                    let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                    for off in bits_iter(a.counted) {
+                        ch.day_rows_delete
+                            .push(self.day_row(ids, a, off, old.value(a, off), 1));
+                    }
+                    if let Some(m) = &a.metrics {
+                        ch.metrics_delete.push(self.metrics_row(ids, d_old, m, 1));
+                    }
                     i += 1;
                 }
                 (Ordering::Greater, _, Some(b)) => {
-                    let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.day_rows_upsert.push(self.day_row(ids, b, 0));
+                    let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                    for off in bits_iter(b.counted) {
+                        ch.day_rows_upsert
+                            .push(self.day_row(ids, b, off, new.value(b, off), 0));
+                    }
+                    if let Some(m) = &b.metrics {
+                        ch.metrics_upsert.push(self.metrics_row(ids, d_new, m, 0));
+                    }
                     j += 1;
                 }
                 (_, Some(a), Some(b)) => {
-                    if a.val != b.val {
-                        let ids = ids.get_or_insert_with(|| self.ids(d));
-                        change.day_rows_upsert.push(self.day_row(ids, b, 0));
-                    }
+                    self.diff_unit(&mut ids, d_old, d_new, old, new, a, b, &mut ch);
                     i += 1;
                     j += 1;
                 }
-                _ => unreachable!("one side has a row"),
+                _ => unreachable!("one side has a unit"),
             }
         }
-        let m_key = |x: &MetricsOut| (x.year, x.school);
-        let (mut i, mut j) = (0, 0);
-        while i < m_old.len() || j < m_new.len() {
-            let (o, n) = (m_old.get(i), m_new.get(j));
-            let ord = match (o, n) {
-                (Some(a), Some(b)) => m_key(a).cmp(&m_key(b)),
-                (Some(_), None) => Ordering::Less,
-                _ => Ordering::Greater,
-            };
-            match (ord, o, n) {
-                (Ordering::Less, Some(a), _) => {
-                    let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.metrics_delete.push(self.metrics_row(ids, old, a, 1));
-                    i += 1;
-                }
-                (Ordering::Greater, _, Some(b)) => {
-                    let ids = ids.get_or_insert_with(|| self.ids(d));
-                    change.metrics_upsert.push(self.metrics_row(ids, d, b, 0));
-                    j += 1;
-                }
-                (_, Some(a), Some(b)) => {
-                    if a != b {
-                        let ids = ids.get_or_insert_with(|| self.ids(d));
-                        let row = self.metrics_row(ids, d, b, 0);
-                        // the same state student id may sit at another index
-                        if self.metrics_row(ids, old, a, 0) != row {
-                            change.metrics_upsert.push(row);
-                        }
-                    }
-                    i += 1;
-                    j += 1;
-                }
-                _ => unreachable!("one side has a row"),
-            }
-        }
-        if change.is_empty() {
+        if ch.is_empty() {
             return None;
         }
         let ids = ids.expect("set when anything changed");
-        change.district_id = ids.0;
-        change.student_id = ids.1;
-        Some(change)
+        ch.district_id = ids.0;
+        ch.student_id = ids.1;
+        Some(ch)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn diff_unit(
+        &self,
+        ids: &mut Option<(Arc<str>, Arc<str>)>,
+        d_old: &Decoded,
+        d_new: &Decoded,
+        old: &Computed,
+        new: &Computed,
+        a: &UnitOut,
+        b: &UnitOut,
+        ch: &mut StudentChange,
+    ) {
+        // days counted on one side only
+        let gone = std::array::from_fn(|w| a.counted[w] & !b.counted[w]);
+        let came = std::array::from_fn(|w| b.counted[w] & !a.counted[w]);
+        if any(&gone) || any(&came) {
+            let ids = ids.get_or_insert_with(|| self.ids(d_new));
+            for off in bits_iter(gone) {
+                ch.day_rows_delete
+                    .push(self.day_row(ids, a, off, old.value(a, off), 1));
+            }
+            for off in bits_iter(came) {
+                ch.day_rows_upsert
+                    .push(self.day_row(ids, b, off, new.value(b, off), 0));
+            }
+        }
+        // days counted on both sides whose value may differ: those with events on
+        // either side, or every day when the value of a day without events differs
+        let both = and(&a.counted, &b.counted);
+        let mut changed = |off: u16, ids: &mut Option<(Arc<str>, Arc<str>)>| {
+            let (x, y) = (old.value(a, off), new.value(b, off));
+            if x != y {
+                let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                ch.day_rows_upsert.push(self.day_row(ids, b, off, y, 0));
+            }
+        };
+        if a.empty != b.empty {
+            for off in bits_iter(both) {
+                changed(off, ids);
+            }
+        } else {
+            let (xs, ys) = (old.days_of(a), new.days_of(b));
+            let (mut p, mut q) = (0, 0);
+            while p < xs.len() || q < ys.len() {
+                let off = match (xs.get(p), ys.get(q)) {
+                    (Some(x), Some(y)) => x.0.min(y.0),
+                    (Some(x), None) => x.0,
+                    (None, Some(y)) => y.0,
+                    (None, None) => unreachable!(),
+                };
+                if xs.get(p).is_some_and(|x| x.0 == off) {
+                    p += 1;
+                }
+                if ys.get(q).is_some_and(|y| y.0 == off) {
+                    q += 1;
+                }
+                if test_bit(&both, usize::from(off)) {
+                    changed(off, ids);
+                }
+            }
+        }
+        match (&a.metrics, &b.metrics) {
+            (Some(x), Some(y)) if x != y => {
+                let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                let row = self.metrics_row(ids, d_new, y, 0);
+                // the same state student id may sit at another index
+                if self.metrics_row(ids, d_old, x, 0) != row {
+                    ch.metrics_upsert.push(row);
+                }
+            }
+            (Some(x), None) => {
+                let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                ch.metrics_delete.push(self.metrics_row(ids, d_old, x, 1));
+            }
+            (None, Some(y)) => {
+                let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                ch.metrics_upsert.push(self.metrics_row(ids, d_new, y, 0));
+            }
+            _ => {}
+        }
     }
 
     // -----------------------------------------------------------------------

@@ -16,13 +16,35 @@ enum Op {
     Att(AttendanceEvent),
     Enr(Enrollment),
     Cal(CalendarDay),
+    Cals(Vec<CalendarDay>),
     Drain,
     AsOf(NaiveDate),
 }
 
-/// The window crosses the school-year boundary (July 1): years 2024 and 2025.
-fn day(i: u8) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2024, 6, 17).unwrap() + Days::new(u64::from(i))
+/// The dates a stream uses: `days` days from `base`.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    base: (i32, u32, u32),
+    days: u8,
+}
+
+/// 70 days from 2024-05-20: crosses the school-year boundary (July 1).
+const ACROSS_YEARS: Shape = Shape {
+    base: (2024, 5, 20),
+    days: 70,
+};
+/// 120 days from 2024-01-08, one school year: long enough for the last-30-days rule
+/// and day-count truancy windows.
+const LONG_YEAR: Shape = Shape {
+    base: (2024, 1, 8),
+    days: 120,
+};
+
+impl Shape {
+    fn day(&self, i: u8) -> NaiveDate {
+        let (y, m, d) = self.base;
+        NaiveDate::from_ymd_opt(y, m, d).unwrap() + Days::new(u64::from(i))
+    }
 }
 
 const STUDENTS: [(&str, &str); 3] = [("d1", "a"), ("d1", "b"), ("d2", "a")];
@@ -68,27 +90,27 @@ fn policy() -> impl Strategy<Value = Policy> {
 }
 
 /// (student, key, school, day, category, fraction, delete)
-fn attendance() -> impl Strategy<Value = (usize, u8, usize, u8, usize, usize, bool)> {
-    (0..3usize, 0..6u8, 0..2usize, 0..26u8, 0..8usize, 0..7usize, prop::bool::weighted(0.15))
+fn attendance(n: u8) -> impl Strategy<Value = (usize, u8, usize, u8, usize, usize, bool)> {
+    (0..3usize, 0..16u8, 0..2usize, 0..n, 0..8usize, 0..7usize, prop::bool::weighted(0.15))
 }
 
 /// (student, key, school, year, entry day, exit day, grade, delete)
-fn enrollment() -> impl Strategy<Value = (usize, u8, usize, bool, u8, Option<u8>, u8, bool)> {
+fn enrollment(n: u8) -> impl Strategy<Value = (usize, u8, usize, bool, u8, Option<u8>, u8, bool)> {
     (
         0..3usize,
         0..3u8,
         0..2usize,
         any::<bool>(),
-        0..26u8,
-        prop::option::of(0..26u8),
+        0..n,
+        prop::option::of(0..n),
         0..3u8,
         prop::bool::weighted(0.15),
     )
 }
 
 /// (district, school, code, day, instructional, delete)
-fn calendar() -> impl Strategy<Value = (usize, usize, bool, u8, bool, bool)> {
-    (0..2usize, 0..2usize, prop::bool::weighted(0.2), 0..26u8, prop::bool::weighted(0.8), prop::bool::weighted(0.1))
+fn calendar(n: u8) -> impl Strategy<Value = (usize, usize, bool, u8, bool, bool)> {
+    (0..2usize, 0..2usize, prop::bool::weighted(0.2), 0..n, prop::bool::weighted(0.8), prop::bool::weighted(0.1))
 }
 
 #[derive(Debug, Clone)]
@@ -96,23 +118,28 @@ enum Spec {
     Att((usize, u8, usize, u8, usize, usize, bool)),
     Enr((usize, u8, usize, bool, u8, Option<u8>, u8, bool)),
     Cal((usize, usize, bool, u8, bool, bool)),
+    /// Instructional weekdays for (district, school) from a day to the end.
+    CalRange((usize, usize, u8)),
     Drain,
     AsOf(u8),
 }
 
-fn spec() -> impl Strategy<Value = Spec> {
+fn spec(shape: Shape) -> impl Strategy<Value = Spec> {
+    let n = shape.days;
     prop_oneof![
-        6 => attendance().prop_map(Spec::Att),
-        3 => enrollment().prop_map(Spec::Enr),
-        4 => calendar().prop_map(Spec::Cal),
+        6 => attendance(n).prop_map(Spec::Att),
+        3 => enrollment(n).prop_map(Spec::Enr),
+        4 => calendar(n).prop_map(Spec::Cal),
+        1 => (0..2usize, 0..2usize, 0..n / 3).prop_map(Spec::CalRange),
         1 => Just(Spec::Drain),
-        1 => (0..30u8).prop_map(Spec::AsOf),
+        1 => (0..n + 4).prop_map(Spec::AsOf),
     ]
 }
 
 /// Records get unique versions in generation order, then the stream is shuffled and
 /// some records are repeated.
-fn build(specs: Vec<Spec>) -> Vec<Op> {
+fn build(shape: Shape, specs: Vec<Spec>) -> Vec<Op> {
+    let day = |i: u8| shape.day(i);
     specs
         .into_iter()
         .enumerate()
@@ -133,9 +160,9 @@ fn build(specs: Vec<Spec>) -> Vec<Op> {
                         source_code: "x".into(),
                         source_secondary_code: None,
                         reason: None,
-                        source_system: if key == 5 { "csv".into() } else { "edfi".into() },
+                        source_system: if key == 15 { "csv".into() } else { "edfi".into() },
                         source_instance: "i".into(),
-                        source_key: format!("ev{}", key % 5),
+                        source_key: format!("ev{}", key % 15),
                         source_version: version,
                         operation: if delete { Operation::Delete } else { Operation::Upsert },
                         observed_at_ms: 0,
@@ -176,6 +203,29 @@ fn build(specs: Vec<Spec>) -> Vec<Op> {
                     source_key: String::new(),
                     observed_at_ms: 0,
                 }),
+                Spec::CalRange((district, school, from)) => Op::Cals(
+                    (from..shape.days)
+                        .map(day)
+                        .filter(|d| {
+                            !matches!(chrono::Datelike::weekday(d), chrono::Weekday::Sat | chrono::Weekday::Sun)
+                        })
+                        .map(|d| CalendarDay {
+                            district_id: ["d1", "d2"][district].into(),
+                            school_id: SCHOOLS[school].into(),
+                            calendar_code: "bulk".into(),
+                            school_year: 2024,
+                            date: d,
+                            is_instructional: true,
+                            events: vec![],
+                            operation: Operation::Upsert,
+                            source_version: version,
+                            source_system: "edfi".into(),
+                            source_instance: "i".into(),
+                            source_key: String::new(),
+                            observed_at_ms: 0,
+                        })
+                        .collect(),
+                ),
                 Spec::Drain => Op::Drain,
                 Spec::AsOf(d) => Op::AsOf(day(d) - Days::new(2)),
             }
@@ -183,9 +233,9 @@ fn build(specs: Vec<Spec>) -> Vec<Op> {
         .collect()
 }
 
-fn stream() -> impl Strategy<Value = (Vec<Op>, Vec<(usize, usize)>)> {
-    prop::collection::vec(spec(), 1..160).prop_flat_map(|specs| {
-        let ops = build(specs);
+fn stream(shape: Shape, max: usize) -> impl Strategy<Value = (Vec<Op>, Vec<(usize, usize)>)> {
+    prop::collection::vec(spec(shape), 1..max).prop_flat_map(move |specs| {
+        let ops = build(shape, specs);
         let n = ops.len();
         (
             Just(ops).prop_shuffle(),
@@ -194,7 +244,8 @@ fn stream() -> impl Strategy<Value = (Vec<Op>, Vec<(usize, usize)>)> {
     })
 }
 
-fn run(policy: Policy, as_of: u8, ops: Vec<Op>, dups: Vec<(usize, usize)>) {
+fn run(shape: Shape, policy: Policy, as_of: u8, ops: Vec<Op>, dups: Vec<(usize, usize)>) {
+    let day = |i: u8| shape.day(i);
     let mut ops = ops;
     for (from, to) in dups {
         let op = ops[from].clone();
@@ -212,6 +263,11 @@ fn run(policy: Policy, as_of: u8, ops: Vec<Op>, dups: Vec<(usize, usize)>) {
             Op::Cal(c) => {
                 h.calendar(&c);
             }
+            Op::Cals(cs) => {
+                for c in cs {
+                    h.calendar(&c);
+                }
+            }
             Op::Drain => h.drain(),
             Op::AsOf(d) => {
                 h.set_as_of(d);
@@ -227,9 +283,18 @@ proptest! {
     #[test]
     fn incremental_rows_equal_the_reference_on_the_final_facts(
         policy in policy(),
-        as_of in 0..30u8,
-        (ops, dups) in stream(),
+        as_of in 0..74u8,
+        (ops, dups) in stream(ACROSS_YEARS, 160),
     ) {
-        run(policy, as_of, ops, dups);
+        run(ACROSS_YEARS, policy, as_of, ops, dups);
+    }
+
+    #[test]
+    fn incremental_rows_equal_the_reference_over_a_long_school_year(
+        policy in policy(),
+        as_of in 0..124u8,
+        (ops, dups) in stream(LONG_YEAR, 300),
+    ) {
+        run(LONG_YEAR, policy, as_of, ops, dups);
     }
 }
