@@ -131,7 +131,11 @@ fn feed(students: usize, seed: u64, versions: Versions) -> Feed {
             entry_date: entry,
             exit_date: None,
             grade_level: Some(["K", "01", "02", "03", "04", "05"][st % 6].into()),
-            subgroups: if st % 5 == 0 { vec!["ell".into()] } else { vec![] },
+            subgroups: if st % 5 == 0 {
+                vec!["ell".into()]
+            } else {
+                vec![]
+            },
             state_student_id: Some(format!("{}", 9_100_000_000u64 + st as u64)),
             operation: Operation::Upsert,
             source_version: 1 + st as i64,
@@ -223,7 +227,10 @@ fn loaded(f: &Feed, as_of: NaiveDate) -> RollupState {
 }
 
 fn memory_report() {
-    for (versions, name) in [(Versions::EdFi, "Ed-Fi change versions"), (Versions::Csv, "CSV file<<32|line versions")] {
+    for (versions, name) in [
+        (Versions::EdFi, "Ed-Fi change versions"),
+        (Versions::Csv, "CSV file<<32|line versions"),
+    ] {
         let n = 100_000;
         let f = feed(n, 42, versions);
         let as_of = *f.days.last().unwrap();

@@ -89,7 +89,11 @@ impl Decoded {
     /// The state student id a span refers to (`ssid` = index + 1).
     pub(crate) fn ssid(&self, ssid: u32) -> &[u8] {
         let i = ssid as usize - 1;
-        let start = if i == 0 { 0 } else { self.ssid_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.ssid_ends[i - 1] as usize
+        };
         &self.ssid_bytes[start..self.ssid_ends[i] as usize]
     }
 
@@ -120,7 +124,10 @@ impl Decoded {
         if used.iter().all(|&u| u) {
             return;
         }
-        let (bytes, ends) = (std::mem::take(&mut self.ssid_bytes), std::mem::take(&mut self.ssid_ends));
+        let (bytes, ends) = (
+            std::mem::take(&mut self.ssid_bytes),
+            std::mem::take(&mut self.ssid_ends),
+        );
         let mut remap = vec![0u32; n];
         let mut start = 0usize;
         for i in 0..n {

@@ -45,7 +45,16 @@ const NOT_ENROLLED: usize = 7;
 /// Category indexes from the highest precedence to the lowest:
 /// not_enrolled > out_of_school_suspension > unexcused > excused > in_school_suspension
 /// > early_departure > tardy > present.
-const PRECEDENCE: [usize; 8] = [NOT_ENROLLED, OSS, UNEXCUSED, EXCUSED, ISS, 2, TARDY, PRESENT];
+const PRECEDENCE: [usize; 8] = [
+    NOT_ENROLLED,
+    OSS,
+    UNEXCUSED,
+    EXCUSED,
+    ISS,
+    2,
+    TARDY,
+    PRESENT,
+];
 
 /// The order in which a day's counted absence is attributed to its parts (the same
 /// precedence, absences only).

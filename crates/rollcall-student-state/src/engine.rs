@@ -14,7 +14,7 @@ use crate::rows::{DayRow, MetricsRow, StudentChange};
 
 type Fast = foldhash::fast::FixedState;
 
-const SEED_TABLE: u64 = 0x5eed_0f_7ab1e;
+const SEED_TABLE: u64 = 0x05ee_d0f7_ab1e;
 const SEED_KEY: u64 = 0x0c0f_fee0_dd5e_ed01;
 /// Bits of a school year's day bitmap (366 days fit).
 const YEAR_WORDS: usize = 6;
@@ -49,7 +49,9 @@ pub enum StateError {
         field: &'static str,
         date: NaiveDate,
     },
-    #[error("{entity} {key:?}: school_year {school_year} is outside the supported range 1971..=2148")]
+    #[error(
+        "{entity} {key:?}: school_year {school_year} is outside the supported range 1971..=2148"
+    )]
     SchoolYearOutOfRange {
         entity: &'static str,
         key: String,
@@ -263,7 +265,11 @@ fn range_bits(from: usize, to: usize) -> YearBits {
         let (a, b) = (from.max(lo), to.min(hi));
         if a < b {
             let n = b - a;
-            let m = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << (a - lo) };
+            let m = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << (a - lo)
+            };
             *word |= m;
         }
     }
@@ -404,7 +410,9 @@ impl RollupState {
     fn find_student(&self, district: u32, id: &str) -> Option<u32> {
         let h = self.hasher.hash_one((district, id));
         self.student_ix
-            .find(h, |&s| codec::header_ids(self.blob(s)) == (district, id.as_bytes()))
+            .find(h, |&s| {
+                codec::header_ids(self.blob(s)) == (district, id.as_bytes())
+            })
             .copied()
     }
 
@@ -420,7 +428,11 @@ impl RollupState {
         };
         codec::normalize(&mut d);
         codec::encode(&d, &mut self.buf);
-        if self.students.last().is_none_or(|c| c.len() == STUDENT_CHUNK) {
+        if self
+            .students
+            .last()
+            .is_none_or(|c| c.len() == STUDENT_CHUNK)
+        {
             self.students.push(Vec::with_capacity(STUDENT_CHUNK));
         }
         self.students
@@ -451,7 +463,9 @@ impl RollupState {
     /// (first day, number of days) of a school year.
     fn year_span(&self, year: u16) -> (u16, u16) {
         let a = self.year_start(year).expect("year checked on the way in");
-        let b = self.year_start(year + 1).expect("year checked on the way in");
+        let b = self
+            .year_start(year + 1)
+            .expect("year checked on the way in");
         (a, b - a)
     }
 
@@ -510,12 +524,14 @@ impl RollupState {
     /// Apply one normalized attendance event (upsert or delete, identified by
     /// `(source_system, source_key)`).
     pub fn apply_attendance(&mut self, e: &AttendanceEvent) -> Result<Changed, StateError> {
-        let (year, day_off) = self.locate(e.date).ok_or_else(|| StateError::DateOutOfRange {
-            entity: "attendance",
-            key: e.source_key.clone(),
-            field: "date",
-            date: e.date,
-        })?;
+        let (year, day_off) = self
+            .locate(e.date)
+            .ok_or_else(|| StateError::DateOutOfRange {
+                entity: "attendance",
+                key: e.source_key.clone(),
+                field: "date",
+                date: e.date,
+            })?;
         let district = self.district(&e.district_id);
         let school = self.school(district, &e.school_id);
         let s = self.student(district, &e.student_id);
@@ -586,13 +602,13 @@ impl RollupState {
             field,
             date,
         };
-        let year = self
-            .check_year(e.school_year)
-            .ok_or_else(|| StateError::SchoolYearOutOfRange {
-                entity: "enrollment",
-                key: e.source_key.clone(),
-                school_year: e.school_year,
-            })?;
+        let year =
+            self.check_year(e.school_year)
+                .ok_or_else(|| StateError::SchoolYearOutOfRange {
+                    entity: "enrollment",
+                    key: e.source_key.clone(),
+                    school_year: e.school_year,
+                })?;
         let entry = epoch_day(e.entry_date).ok_or_else(|| bad_date("entry_date", e.entry_date))?;
         let exit = match e.exit_date {
             Some(x) => epoch_day(x).ok_or_else(|| bad_date("exit_date", x))?,
@@ -673,12 +689,14 @@ impl RollupState {
     /// A date is instructional for a school when any of its calendar codes says so.
     /// When that changes, every student of the school becomes dirty.
     pub fn apply_calendar(&mut self, c: &CalendarDay) -> Result<Changed, StateError> {
-        let (year, off) = self.locate(c.date).ok_or_else(|| StateError::DateOutOfRange {
-            entity: "calendar",
-            key: c.source_key.clone(),
-            field: "date",
-            date: c.date,
-        })?;
+        let (year, off) = self
+            .locate(c.date)
+            .ok_or_else(|| StateError::DateOutOfRange {
+                entity: "calendar",
+                key: c.source_key.clone(),
+                field: "date",
+                date: c.date,
+            })?;
         let (_, len) = self.year_span(year);
         let district = self.district(&c.district_id);
         let school = self.school(district, &c.school_id);
@@ -703,7 +721,9 @@ impl RollupState {
         let was_on = cc.live[w] & cc.instr[w] & b != 0;
         let outcome = if seen && v < cc.ver[i] {
             Changed::Stale
-        } else if seen && v == cc.ver[i] && (c.operation == Operation::Upsert || cc.live[w] & b == 0)
+        } else if seen
+            && v == cc.ver[i]
+            && (c.operation == Operation::Upsert || cc.live[w] & b == 0)
         {
             Changed::Duplicate
         } else {
@@ -1247,11 +1267,19 @@ impl RollupState {
         }
         match (&a.metrics, &b.metrics) {
             (Some(x), Some(y)) if x != y => {
-                let ids = ids.get_or_insert_with(|| self.ids(d_new));
-                let row = self.metrics_row(ids, d_new, y, 0);
                 // the same state student id may sit at another index
-                if self.metrics_row(ids, d_old, x, 0) != row {
-                    ch.metrics_upsert.push(row);
+                fn ssid<'a>(d: &'a Decoded, m: &MetricsOut) -> &'a [u8] {
+                    if m.ssid == 0 {
+                        &[]
+                    } else {
+                        d.ssid(m.ssid)
+                    }
+                }
+                let same = MetricsOut { ssid: 0, ..*x } == MetricsOut { ssid: 0, ..*y }
+                    && ssid(d_old, x) == ssid(d_new, y);
+                if !same {
+                    let ids = ids.get_or_insert_with(|| self.ids(d_new));
+                    ch.metrics_upsert.push(self.metrics_row(ids, d_new, y, 0));
                 }
             }
             (Some(x), None) => {
@@ -1294,11 +1322,7 @@ impl RollupState {
         // buckets (a power of two, 8/7 of the capacity) of a u32 and a control byte
         let index_bytes = (self.student_ix.capacity() * 8 / 7).next_power_of_two()
             * (std::mem::size_of::<u32>() + 1);
-        let school_lists: usize = self
-            .schools
-            .iter()
-            .map(|s| s.students.capacity() * 4)
-            .sum();
+        let school_lists: usize = self.schools.iter().map(|s| s.students.capacity() * 4).sum();
         st.student_bytes = blob_bytes + index_bytes + school_lists;
         let cal_codes: usize = self
             .cal_codes_by_day
@@ -1341,8 +1365,13 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2022, 5, 27).unwrap();
         assert_eq!(epoch_day(d), Some(19139));
         assert_eq!(from_epoch_day(19139), d);
-        assert_eq!(epoch_day(NaiveDate::from_ymd_opt(1969, 12, 31).unwrap()), None);
-        assert_eq!(epoch_day(NaiveDate::from_ymd_opt(2149, 6, 6).unwrap()), None);
+        assert_eq!(
+            epoch_day(NaiveDate::from_ymd_opt(1969, 12, 31).unwrap()),
+            None
+        );
+        assert_eq!(
+            epoch_day(NaiveDate::from_ymd_opt(2149, 6, 6).unwrap()),
+            None
+        );
     }
-
 }

@@ -17,6 +17,4 @@ pub mod reference;
 mod rows;
 
 pub use engine::{Changed, RollupState, StateError, StateStats};
-pub use rows::{
-    tier_code, DayKey, DayRow, DayStatus, MetricsKey, MetricsRow, StudentChange, Tier,
-};
+pub use rows::{tier_code, DayKey, DayRow, DayStatus, MetricsKey, MetricsRow, StudentChange, Tier};

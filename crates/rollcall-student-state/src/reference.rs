@@ -101,9 +101,8 @@ fn one_day(events: &[&AttendanceEvent], missing: bool, p: &Policy) -> Day {
         .map(|&c| share(c))
         .sum::<u32>()
         .min(1000);
-    let total =
-        (policy::apply_partial_day_rule(f64::from(raw) / 1000.0, p.partial_day) * 1000.0).round()
-            as u32;
+    let total = (policy::apply_partial_day_rule(f64::from(raw) / 1000.0, p.partial_day) * 1000.0)
+        .round() as u32;
     let mut parts: BTreeMap<Category, u32> = BTreeMap::new();
     let mut left = total;
     for c in order.iter().copied().filter(|&c| counts(c)) {
@@ -151,7 +150,10 @@ pub fn compute(
         .collect();
     let mut spans: BTreeMap<UnitKey, Vec<&Enrollment>> = BTreeMap::new();
     let mut evs: BTreeMap<UnitKey, Vec<&AttendanceEvent>> = BTreeMap::new();
-    for e in enrollments.iter().filter(|e| e.operation == Operation::Upsert) {
+    for e in enrollments
+        .iter()
+        .filter(|e| e.operation == Operation::Upsert)
+    {
         let k = (
             e.district_id.clone(),
             e.student_id.clone(),
@@ -199,8 +201,11 @@ pub fn compute(
         let mut d = first;
         while d <= last && d <= as_of {
             if is_instructional(d) && is_enrolled(d) {
-                let todays: Vec<&AttendanceEvent> =
-                    unit_events.iter().copied().filter(|e| e.date == d).collect();
+                let todays: Vec<&AttendanceEvent> = unit_events
+                    .iter()
+                    .copied()
+                    .filter(|e| e.date == d)
+                    .collect();
                 let day = one_day(&todays, missing, p);
                 mine.push(DayRow {
                     school_year: *year as u16,

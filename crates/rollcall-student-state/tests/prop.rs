@@ -62,7 +62,10 @@ fn policy() -> impl Strategy<Value = Policy> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
-        prop_oneof![Just(TruancyWindow::SchoolYear), (1u32..20).prop_map(TruancyWindow::Days)],
+        prop_oneof![
+            Just(TruancyWindow::SchoolYear),
+            (1u32..20).prop_map(TruancyWindow::Days)
+        ],
         1u32..6,
         prop_oneof![Just(0.1), Just(0.25), Just(0.5)],
         prop_oneof![Just(0.5), Just(1.0), Just(3.0)],
@@ -91,7 +94,15 @@ fn policy() -> impl Strategy<Value = Policy> {
 
 /// (student, key, school, day, category, fraction, delete)
 fn attendance(n: u8) -> impl Strategy<Value = (usize, u8, usize, u8, usize, usize, bool)> {
-    (0..3usize, 0..16u8, 0..2usize, 0..n, 0..8usize, 0..7usize, prop::bool::weighted(0.15))
+    (
+        0..3usize,
+        0..16u8,
+        0..2usize,
+        0..n,
+        0..8usize,
+        0..7usize,
+        prop::bool::weighted(0.15),
+    )
 }
 
 /// (student, key, school, year, entry day, exit day, grade, delete)
@@ -110,7 +121,14 @@ fn enrollment(n: u8) -> impl Strategy<Value = (usize, u8, usize, bool, u8, Optio
 
 /// (district, school, code, day, instructional, delete)
 fn calendar(n: u8) -> impl Strategy<Value = (usize, usize, bool, u8, bool, bool)> {
-    (0..2usize, 0..2usize, prop::bool::weighted(0.2), 0..n, prop::bool::weighted(0.8), prop::bool::weighted(0.1))
+    (
+        0..2usize,
+        0..2usize,
+        prop::bool::weighted(0.2),
+        0..n,
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.1),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -156,15 +174,27 @@ fn build(shape: Shape, specs: Vec<Spec>) -> Vec<Op> {
                         school_year: 2024,
                         date: day(d),
                         category,
-                        absent_fraction: if category.takes_duration() { FRACTIONS[frac] } else { 0.0 },
+                        absent_fraction: if category.takes_duration() {
+                            FRACTIONS[frac]
+                        } else {
+                            0.0
+                        },
                         source_code: "x".into(),
                         source_secondary_code: None,
                         reason: None,
-                        source_system: if key == 15 { "csv".into() } else { "edfi".into() },
+                        source_system: if key == 15 {
+                            "csv".into()
+                        } else {
+                            "edfi".into()
+                        },
                         source_instance: "i".into(),
                         source_key: format!("ev{}", key % 15),
                         source_version: version,
-                        operation: if delete { Operation::Delete } else { Operation::Upsert },
+                        operation: if delete {
+                            Operation::Delete
+                        } else {
+                            Operation::Upsert
+                        },
                         observed_at_ms: 0,
                     })
                 }
@@ -180,7 +210,11 @@ fn build(shape: Shape, specs: Vec<Spec>) -> Vec<Op> {
                         grade_level: (grade > 0).then(|| format!("g{grade}")),
                         subgroups: (0..grade).map(|g| format!("sg{g}")).collect(),
                         state_student_id: (grade != 1).then(|| format!("SS-{student}-{grade}")),
-                        operation: if delete { Operation::Delete } else { Operation::Upsert },
+                        operation: if delete {
+                            Operation::Delete
+                        } else {
+                            Operation::Upsert
+                        },
                         source_version: version,
                         source_system: "edfi".into(),
                         source_instance: "i".into(),
@@ -188,26 +222,35 @@ fn build(shape: Shape, specs: Vec<Spec>) -> Vec<Op> {
                         observed_at_ms: 0,
                     })
                 }
-                Spec::Cal((district, school, alt, d, instructional, delete)) => Op::Cal(CalendarDay {
-                    district_id: ["d1", "d2"][district].into(),
-                    school_id: SCHOOLS[school].into(),
-                    calendar_code: if alt { "alt".into() } else { String::new() },
-                    school_year: 2024,
-                    date: day(d),
-                    is_instructional: instructional,
-                    events: vec![],
-                    operation: if delete { Operation::Delete } else { Operation::Upsert },
-                    source_version: version,
-                    source_system: "edfi".into(),
-                    source_instance: "i".into(),
-                    source_key: String::new(),
-                    observed_at_ms: 0,
-                }),
+                Spec::Cal((district, school, alt, d, instructional, delete)) => {
+                    Op::Cal(CalendarDay {
+                        district_id: ["d1", "d2"][district].into(),
+                        school_id: SCHOOLS[school].into(),
+                        calendar_code: if alt { "alt".into() } else { String::new() },
+                        school_year: 2024,
+                        date: day(d),
+                        is_instructional: instructional,
+                        events: vec![],
+                        operation: if delete {
+                            Operation::Delete
+                        } else {
+                            Operation::Upsert
+                        },
+                        source_version: version,
+                        source_system: "edfi".into(),
+                        source_instance: "i".into(),
+                        source_key: String::new(),
+                        observed_at_ms: 0,
+                    })
+                }
                 Spec::CalRange((district, school, from)) => Op::Cals(
                     (from..shape.days)
                         .map(day)
                         .filter(|d| {
-                            !matches!(chrono::Datelike::weekday(d), chrono::Weekday::Sat | chrono::Weekday::Sun)
+                            !matches!(
+                                chrono::Datelike::weekday(d),
+                                chrono::Weekday::Sat | chrono::Weekday::Sun
+                            )
                         })
                         .map(|d| CalendarDay {
                             district_id: ["d1", "d2"][district].into(),

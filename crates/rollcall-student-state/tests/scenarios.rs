@@ -36,9 +36,15 @@ fn exception_only_feed_a_day_without_event_is_present() {
     h.drain();
     assert_eq!(h.day_table.len(), 20);
     assert_eq!(h.status("a", "s1", sep(4)), Some(DayStatus::NoEvent));
-    assert_eq!(h.status("a", "s1", sep(5)), Some(DayStatus::UnexcusedAbsence));
+    assert_eq!(
+        h.status("a", "s1", sep(5)),
+        Some(DayStatus::UnexcusedAbsence)
+    );
     let d5 = h.day("a", "s1", sep(5)).unwrap();
-    assert_eq!((d5.absent_milli, d5.unexcused_milli, d5.source_version), (1000, 1000, 10));
+    assert_eq!(
+        (d5.absent_milli, d5.unexcused_milli, d5.source_version),
+        (1000, 1000, 10)
+    );
     let m = h.metrics("a", "s1");
     assert_eq!(m.days_enrolled, 20);
     assert_eq!(m.absent_milli, 2000);
@@ -62,7 +68,15 @@ fn several_events_one_day_status_by_precedence_amount_is_capped_sum() {
     h.attendance(&event("a", "s1", sep(5), UnexcusedAbsence, 0.5, "k2", 2));
     h.attendance(&event("a", "s1", sep(5), Tardy, 0.0, "k3", 3));
     // Sep 6: out-of-school suspension and a conflicting unexcused record
-    h.attendance(&event("a", "s1", sep(6), OutOfSchoolSuspension, 1.0, "k4", 4));
+    h.attendance(&event(
+        "a",
+        "s1",
+        sep(6),
+        OutOfSchoolSuspension,
+        1.0,
+        "k4",
+        4,
+    ));
     h.attendance(&event("a", "s1", sep(6), UnexcusedAbsence, 1.0, "k5", 5));
     // Sep 7: two half-day excused records
     h.attendance(&event("a", "s1", sep(7), ExcusedAbsence, 0.5, "k6", 6));
@@ -74,7 +88,13 @@ fn several_events_one_day_status_by_precedence_amount_is_capped_sum() {
     let d5 = h.day("a", "s1", sep(5)).unwrap();
     assert_eq!(d5.status, DayStatus::UnexcusedAbsence);
     assert_eq!(
-        (d5.absent_milli, d5.unexcused_milli, d5.excused_milli, d5.tardy, d5.source_version),
+        (
+            d5.absent_milli,
+            d5.unexcused_milli,
+            d5.excused_milli,
+            d5.tardy,
+            d5.source_version
+        ),
         (1000, 500, 500, 1, 2)
     );
     let d6 = h.day("a", "s1", sep(6)).unwrap();
@@ -84,42 +104,92 @@ fn several_events_one_day_status_by_precedence_amount_is_capped_sum() {
         (1000, 1000, 0)
     );
     let d7 = h.day("a", "s1", sep(7)).unwrap();
-    assert_eq!((d7.status, d7.absent_milli, d7.excused_milli), (DayStatus::ExcusedAbsence, 1000, 1000));
+    assert_eq!(
+        (d7.status, d7.absent_milli, d7.excused_milli),
+        (DayStatus::ExcusedAbsence, 1000, 1000)
+    );
     let d8 = h.day("a", "s1", sep(8)).unwrap();
-    assert_eq!((d8.status, d8.absent_milli, d8.tardy), (DayStatus::EarlyDeparture, 0, 0));
+    assert_eq!(
+        (d8.status, d8.absent_milli, d8.tardy),
+        (DayStatus::EarlyDeparture, 0, 0)
+    );
     let m = h.metrics("a", "s1");
     assert_eq!(m.absent_milli, 3000);
-    assert_eq!(m.absent_milli, m.excused_milli + m.unexcused_milli + m.suspended_milli);
+    assert_eq!(
+        m.absent_milli,
+        m.excused_milli + m.unexcused_milli + m.suspended_milli
+    );
     assert_eq!(m.days_tardy, 1);
 }
 
 #[test]
 fn late_correction_unexcused_to_excused_weeks_later_as_key_change() {
     let mut h = setup(Policy::default());
-    h.attendance(&event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "a|5|U", 100));
+    h.attendance(&event(
+        "a",
+        "s1",
+        sep(5),
+        UnexcusedAbsence,
+        1.0,
+        "a|5|U",
+        100,
+    ));
     h.drain();
     assert_eq!(h.metrics("a", "s1").unexcused_milli, 1000);
     // weeks later (Ed-Fi key change: delete old key, create new key)
-    h.attendance(&deleted(&event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "a|5|U", 0), 900));
+    h.attendance(&deleted(
+        &event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "a|5|U", 0),
+        900,
+    ));
     h.attendance(&event("a", "s1", sep(5), ExcusedAbsence, 1.0, "a|5|E", 901));
     h.drain();
     // one day row and the metrics row changed
     assert_eq!(h.last, (1, 0, 1, 0));
     let d = h.day("a", "s1", sep(5)).unwrap();
-    assert_eq!((d.status, d.excused_milli, d.unexcused_milli, d.source_version), (DayStatus::ExcusedAbsence, 1000, 0, 901));
+    assert_eq!(
+        (
+            d.status,
+            d.excused_milli,
+            d.unexcused_milli,
+            d.source_version
+        ),
+        (DayStatus::ExcusedAbsence, 1000, 0, 901)
+    );
     let m = h.metrics("a", "s1");
-    assert_eq!((m.absent_milli, m.excused_milli, m.unexcused_milli), (1000, 1000, 0));
+    assert_eq!(
+        (m.absent_milli, m.excused_milli, m.unexcused_milli),
+        (1000, 1000, 0)
+    );
 }
 
 #[test]
 fn late_correction_of_the_same_key_replaces_the_category() {
     let mut h = setup(Policy::default());
-    h.attendance(&event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "csv|a|5", 1 << 32));
+    h.attendance(&event(
+        "a",
+        "s1",
+        sep(5),
+        UnexcusedAbsence,
+        1.0,
+        "csv|a|5",
+        1 << 32,
+    ));
     h.drain();
-    h.attendance(&event("a", "s1", sep(5), ExcusedAbsence, 0.5, "csv|a|5", 9 << 32));
+    h.attendance(&event(
+        "a",
+        "s1",
+        sep(5),
+        ExcusedAbsence,
+        0.5,
+        "csv|a|5",
+        9 << 32,
+    ));
     h.drain();
     let m = h.metrics("a", "s1");
-    assert_eq!((m.absent_milli, m.excused_milli, m.unexcused_milli), (500, 500, 0));
+    assert_eq!(
+        (m.absent_milli, m.excused_milli, m.unexcused_milli),
+        (500, 500, 0)
+    );
 }
 
 #[test]
@@ -127,7 +197,15 @@ fn delete_removes_the_event_and_its_tombstone_blocks_an_older_upsert() {
     let mut h = setup(Policy::default());
     absent(&mut h, 5, UnexcusedAbsence, 1.0, 5);
     h.drain();
-    let e = event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "a|s1|5|unexcused_absence", 6);
+    let e = event(
+        "a",
+        "s1",
+        sep(5),
+        UnexcusedAbsence,
+        1.0,
+        "a|s1|5|unexcused_absence",
+        6,
+    );
     assert_eq!(h.attendance(&deleted(&e, 6)), Changed::Applied);
     h.drain();
     assert_eq!(h.status("a", "s1", sep(5)), Some(DayStatus::NoEvent));
@@ -163,12 +241,27 @@ fn duplicates_are_idempotent_and_out_of_order_versions_are_ignored() {
     assert_eq!(h.st.dirty_len(), 0);
     h.drain();
     assert_eq!(h.last, (0, 0, 0, 0));
-    assert_eq!(h.status("a", "s1", sep(5)), Some(DayStatus::UnexcusedAbsence));
+    assert_eq!(
+        h.status("a", "s1", sep(5)),
+        Some(DayStatus::UnexcusedAbsence)
+    );
     // the same for enrollments and calendars
-    assert_eq!(h.enroll(&enrollment("a", "s1", sep(4), None, 1)), Changed::Duplicate);
-    assert_eq!(h.enroll(&enrollment("a", "s1", sep(4), None, 0)), Changed::Stale);
-    assert_eq!(h.calendar(&calendar_day("s1", sep(5), true, 1)), Changed::Duplicate);
-    assert_eq!(h.calendar(&calendar_day("s1", sep(5), false, 0)), Changed::Stale);
+    assert_eq!(
+        h.enroll(&enrollment("a", "s1", sep(4), None, 1)),
+        Changed::Duplicate
+    );
+    assert_eq!(
+        h.enroll(&enrollment("a", "s1", sep(4), None, 0)),
+        Changed::Stale
+    );
+    assert_eq!(
+        h.calendar(&calendar_day("s1", sep(5), true, 1)),
+        Changed::Duplicate
+    );
+    assert_eq!(
+        h.calendar(&calendar_day("s1", sep(5), false, 0)),
+        Changed::Stale
+    );
     h.drain();
     assert_eq!(h.last, (0, 0, 0, 0));
 }
@@ -183,7 +276,15 @@ fn events_on_non_instructional_days_or_outside_enrollment_are_counted_not_rated(
     // Thursday Sep 7: instructional but before the entry date
     h.attendance(&event("a", "s1", sep(7), UnexcusedAbsence, 1.0, "early", 2));
     // at a school the student was never enrolled in
-    h.attendance(&event("a", "s2", sep(12), ExcusedAbsence, 1.0, "elsewhere", 3));
+    h.attendance(&event(
+        "a",
+        "s2",
+        sep(12),
+        ExcusedAbsence,
+        1.0,
+        "elsewhere",
+        3,
+    ));
     h.drain();
     let m = h.metrics("a", "s1");
     assert_eq!(m.days_enrolled, 15);
@@ -254,8 +355,14 @@ fn exit_then_transfer_counts_each_school_on_its_own_days() {
     h.attendance(&event("a", "s2", sep(20), ExcusedAbsence, 0.5, "k3", 5));
     h.drain();
     let (m1, m2) = (h.metrics("a", "s1").clone(), h.metrics("a", "s2").clone());
-    assert_eq!((m1.days_enrolled, m1.absent_milli, m1.is_chronically_absent), (10, 1000, 1));
-    assert_eq!((m2.days_enrolled, m2.absent_milli, m2.is_chronically_absent), (10, 1500, 1));
+    assert_eq!(
+        (m1.days_enrolled, m1.absent_milli, m1.is_chronically_absent),
+        (10, 1000, 1)
+    );
+    assert_eq!(
+        (m2.days_enrolled, m2.absent_milli, m2.is_chronically_absent),
+        (10, 1500, 1)
+    );
     assert_eq!(m2.tier, Tier::ModerateChronic);
     assert_eq!(h.day_table.len(), 20);
     // the exit is corrected later: the student left on Sep 8 instead
@@ -285,7 +392,15 @@ fn deleted_enrollment_tombstones_all_its_rows() {
     assert_eq!((m.days_enrolled, m.events_outside_enrollment), (0, 1));
     assert_eq!(&*m.grade_level, "");
     // and once the event goes too, so does the metrics row
-    let ev = event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "a|s1|5|unexcused_absence", 0);
+    let ev = event(
+        "a",
+        "s1",
+        sep(5),
+        UnexcusedAbsence,
+        1.0,
+        "a|s1|5|unexcused_absence",
+        0,
+    );
     h.attendance(&deleted(&ev, 4));
     h.drain();
     assert_eq!(h.last, (0, 0, 0, 1));
@@ -300,7 +415,10 @@ fn an_event_moved_to_another_day_leaves_the_old_day_present() {
     h.attendance(&event("a", "s1", sep(6), UnexcusedAbsence, 1.0, "k", 2));
     h.drain();
     assert_eq!(h.status("a", "s1", sep(5)), Some(DayStatus::NoEvent));
-    assert_eq!(h.status("a", "s1", sep(6)), Some(DayStatus::UnexcusedAbsence));
+    assert_eq!(
+        h.status("a", "s1", sep(6)),
+        Some(DayStatus::UnexcusedAbsence)
+    );
     assert_eq!(h.last, (2, 0, 0, 0));
     // and moved to another school where the student is not enrolled
     h.attendance(&event("a", "s2", sep(6), UnexcusedAbsence, 1.0, "k", 3));
@@ -349,7 +467,10 @@ fn partial_day_rule_applies_to_the_days_total_not_each_event() {
     h.drain();
     let d = h.day("a", "s1", sep(5)).unwrap();
     // rounded up: the extra quarter goes to the first part (unexcused)
-    assert_eq!((d.absent_milli, d.unexcused_milli, d.excused_milli), (1000, 750, 250));
+    assert_eq!(
+        (d.absent_milli, d.unexcused_milli, d.excused_milli),
+        (1000, 750, 250)
+    );
 }
 
 fn suspensions(oss: bool, iss: bool) -> (u32, u32) {
@@ -362,7 +483,10 @@ fn suspensions(oss: bool, iss: bool) -> (u32, u32) {
     absent(&mut h, 6, OutOfSchoolSuspension, 1.0, 2);
     absent(&mut h, 7, InSchoolSuspension, 1.0, 3);
     h.drain();
-    assert_eq!(h.status("a", "s1", sep(7)), Some(DayStatus::InSchoolSuspension));
+    assert_eq!(
+        h.status("a", "s1", sep(7)),
+        Some(DayStatus::InSchoolSuspension)
+    );
     let m = h.metrics("a", "s1");
     (m.absent_milli, m.suspended_milli)
 }
@@ -409,13 +533,24 @@ fn missing_day_rule_positive_attendance_district_counts_missing_days_as_present(
         }
         let cat = if day == 20 { UnexcusedAbsence } else { Present };
         let f = if day == 20 { 1.0 } else { 0.0 };
-        h.attendance(&event("a", "s1", d, cat, f, &format!("p{day}"), i64::from(day)));
+        h.attendance(&event(
+            "a",
+            "s1",
+            d,
+            cat,
+            f,
+            &format!("p{day}"),
+            i64::from(day),
+        ));
     }
     h.drain();
     assert_eq!(h.status("a", "s1", sep(12)), Some(DayStatus::Missing));
     assert_eq!(h.status("a", "s1", sep(4)), Some(DayStatus::Present));
     let m = h.metrics("a", "s1");
-    assert_eq!((m.days_missing, m.days_enrolled, m.absent_milli), (2, 20, 1000));
+    assert_eq!(
+        (m.days_missing, m.days_enrolled, m.absent_milli),
+        (2, 20, 1000)
+    );
     assert_eq!(m.is_chronically_absent, 0);
 }
 
@@ -526,7 +661,10 @@ fn tiers_follow_the_cut_points() {
     absent(&mut h, 5, ExcusedAbsence, 1.0, 1);
     h.drain();
     let m = h.metrics("a", "s1");
-    assert_eq!((m.tier, m.is_chronically_absent), (Tier::ModerateChronic, 1));
+    assert_eq!(
+        (m.tier, m.is_chronically_absent),
+        (Tier::ModerateChronic, 1)
+    );
 }
 
 #[test]
@@ -582,7 +720,10 @@ fn calendar_change_updates_every_student_of_the_school() {
     h.drain();
     assert_eq!(h.last, (0, 2, 2, 0));
     let m = h.metrics("a", "s1");
-    assert_eq!((m.days_enrolled, m.absent_milli, m.events_non_instructional), (19, 0, 1));
+    assert_eq!(
+        (m.days_enrolled, m.absent_milli, m.events_non_instructional),
+        (19, 0, 1)
+    );
     // a second calendar code that makes it instructional again (any code counts)
     let mut alt = calendar_day("s1", sep(5), true, 3);
     alt.calendar_code = "alt".into();
@@ -602,7 +743,10 @@ fn not_enrolled_event_takes_the_day_out_of_the_denominator() {
     h.attendance(&event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "u", 2));
     h.drain();
     let d = h.day("a", "s1", sep(5)).unwrap();
-    assert_eq!((d.status, d.enrolled, d.absent_milli, d.source_version), (DayStatus::NotEnrolled, 0, 0, 1));
+    assert_eq!(
+        (d.status, d.enrolled, d.absent_milli, d.source_version),
+        (DayStatus::NotEnrolled, 0, 0, 1)
+    );
     let m = h.metrics("a", "s1");
     assert_eq!((m.days_enrolled, m.absent_milli), (19, 0));
 }
@@ -614,8 +758,24 @@ fn absent_last_30_counts_the_last_30_enrolled_days() {
     h.enroll(&enrollment("a", "s1", sep(4), None, 1));
     // absent Sep 5 (outside the last 30) and Oct 30 (inside); Oct 31 not enrolled
     h.attendance(&event("a", "s1", sep(5), UnexcusedAbsence, 1.0, "k1", 1));
-    h.attendance(&event("a", "s1", date(2023, 10, 30), ExcusedAbsence, 0.5, "k2", 2));
-    h.attendance(&event("a", "s1", date(2023, 10, 31), NotEnrolled, 0.0, "k3", 3));
+    h.attendance(&event(
+        "a",
+        "s1",
+        date(2023, 10, 30),
+        ExcusedAbsence,
+        0.5,
+        "k2",
+        2,
+    ));
+    h.attendance(&event(
+        "a",
+        "s1",
+        date(2023, 10, 31),
+        NotEnrolled,
+        0.0,
+        "k3",
+        3,
+    ));
     h.drain();
     let m = h.metrics("a", "s1");
     assert_eq!(m.days_enrolled, 41);
@@ -639,24 +799,52 @@ fn school_years_are_separate_units() {
     next.school_year = 2025;
     next.grade_level = Some("06".into());
     h.enroll(&next);
-    h.attendance(&event("a", "s1", date(2024, 9, 3), UnexcusedAbsence, 1.0, "k", 3));
+    h.attendance(&event(
+        "a",
+        "s1",
+        date(2024, 9, 3),
+        UnexcusedAbsence,
+        1.0,
+        "k",
+        3,
+    ));
     h.drain();
     let m24 = h.metrics("a", "s1").clone();
-    assert_eq!((m24.days_enrolled, m24.absent_milli, &*m24.grade_level), (10, 0, "05"));
+    assert_eq!(
+        (m24.days_enrolled, m24.absent_milli, &*m24.grade_level),
+        (10, 0, "05")
+    );
     let m25 = h
         .metrics_table
         .get(&(DISTRICT.into(), "s1".into(), "a".into(), 2025))
         .unwrap();
-    assert_eq!((m25.days_enrolled, m25.absent_milli, &*m25.grade_level), (10, 1000, "06"));
-    assert_eq!(h.day("a", "s1", date(2024, 9, 3)).unwrap().school_year, 2025);
+    assert_eq!(
+        (m25.days_enrolled, m25.absent_milli, &*m25.grade_level),
+        (10, 1000, "06")
+    );
+    assert_eq!(
+        h.day("a", "s1", date(2024, 9, 3)).unwrap().school_year,
+        2025
+    );
 }
 
 #[test]
 fn a_record_with_a_date_the_state_cannot_hold_is_an_error_naming_it() {
     let mut h = setup(Policy::default());
-    let e = event("a", "s1", date(1969, 12, 1), UnexcusedAbsence, 1.0, "bad-key", 1);
+    let e = event(
+        "a",
+        "s1",
+        date(1969, 12, 1),
+        UnexcusedAbsence,
+        1.0,
+        "bad-key",
+        1,
+    );
     let err = h.st.apply_attendance(&e).unwrap_err().to_string();
-    assert!(err.contains("bad-key") && err.contains("1969-12-01"), "{err}");
+    assert!(
+        err.contains("bad-key") && err.contains("1969-12-01"),
+        "{err}"
+    );
     let mut en = enrollment("a", "s1", sep(4), None, 1);
     en.school_year = 40000;
     assert!(h.st.apply_enrollment(&en).is_err());

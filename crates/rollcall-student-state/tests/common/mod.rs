@@ -98,10 +98,7 @@ pub fn calendar_day(school: &str, d: NaiveDate, instructional: bool, version: i6
     }
 }
 
-pub fn deleted<T: Clone>(r: &T, version: i64) -> T
-where
-    T: HasOp,
-{
+pub fn deleted<T: Clone + HasOp>(r: &T, version: i64) -> T {
     let mut r = r.clone();
     r.set_op(Operation::Delete, version);
     r
@@ -145,11 +142,20 @@ impl<T> Default for Facts<T> {
 }
 
 impl<T: Clone> Facts<T> {
-    fn put(&mut self, key: String, r: &T, version: i64, op: Operation, held: impl Fn(&T) -> (i64, Operation)) {
+    fn put(
+        &mut self,
+        key: String,
+        r: &T,
+        version: i64,
+        op: Operation,
+        held: impl Fn(&T) -> (i64, Operation),
+    ) {
         match self.by_key.get(&key) {
             Some(h) => {
                 let (hv, hop) = held(h);
-                if version > hv || (version == hv && op == Operation::Delete && hop == Operation::Upsert) {
+                if version > hv
+                    || (version == hv && op == Operation::Delete && hop == Operation::Upsert)
+                {
                     self.by_key.insert(key, r.clone());
                 }
             }
@@ -192,23 +198,37 @@ impl Harness {
     }
 
     pub fn attendance(&mut self, e: &AttendanceEvent) -> Changed {
-        let key = format!("{}|{}|{}|{}", e.district_id, e.student_id, e.source_system, e.source_key);
-        self.events
-            .put(key, e, e.source_version, e.operation, |h| (h.source_version, h.operation));
+        let key = format!(
+            "{}|{}|{}|{}",
+            e.district_id, e.student_id, e.source_system, e.source_key
+        );
+        self.events.put(key, e, e.source_version, e.operation, |h| {
+            (h.source_version, h.operation)
+        });
         self.st.apply_attendance(e).unwrap()
     }
 
     pub fn enroll(&mut self, e: &Enrollment) -> Changed {
-        let key = format!("{}|{}|{}|{}", e.district_id, e.student_id, e.source_system, e.source_key);
+        let key = format!(
+            "{}|{}|{}|{}",
+            e.district_id, e.student_id, e.source_system, e.source_key
+        );
         self.enrollments
-            .put(key, e, e.source_version, e.operation, |h| (h.source_version, h.operation));
+            .put(key, e, e.source_version, e.operation, |h| {
+                (h.source_version, h.operation)
+            });
         self.st.apply_enrollment(e).unwrap()
     }
 
     pub fn calendar(&mut self, c: &CalendarDay) -> Changed {
-        let key = format!("{}|{}|{}|{}", c.district_id, c.school_id, c.calendar_code, c.date);
+        let key = format!(
+            "{}|{}|{}|{}",
+            c.district_id, c.school_id, c.calendar_code, c.date
+        );
         self.calendars
-            .put(key, c, c.source_version, c.operation, |h| (h.source_version, h.operation));
+            .put(key, c, c.source_version, c.operation, |h| {
+                (h.source_version, h.operation)
+            });
         self.st.apply_calendar(c).unwrap()
     }
 
@@ -250,7 +270,11 @@ impl Harness {
                 let mut live = r.clone();
                 live.deleted = 0;
                 let held = self.metrics_table.remove(&r.key());
-                assert_eq!(held.as_ref(), Some(&live), "tombstone for a metrics row not held");
+                assert_eq!(
+                    held.as_ref(),
+                    Some(&live),
+                    "tombstone for a metrics row not held"
+                );
                 self.last.3 += 1;
             }
             for r in c.metrics_upsert {
@@ -277,30 +301,48 @@ impl Harness {
         if ref_days != self.day_table {
             for (k, v) in &ref_days {
                 if self.day_table.get(k) != Some(v) {
-                    panic!("day {k:?}: reference {v:?}\n engine {:?}", self.day_table.get(k));
+                    panic!(
+                        "day {k:?}: reference {v:?}\n engine {:?}",
+                        self.day_table.get(k)
+                    );
                 }
             }
             for (k, v) in &self.day_table {
-                assert!(ref_days.contains_key(k), "engine has an extra day row {v:?}");
+                assert!(
+                    ref_days.contains_key(k),
+                    "engine has an extra day row {v:?}"
+                );
             }
         }
         if ref_metrics != self.metrics_table {
             for (k, v) in &ref_metrics {
                 if self.metrics_table.get(k) != Some(v) {
-                    panic!("metrics {k:?}: reference {v:?}\n engine {:?}", self.metrics_table.get(k));
+                    panic!(
+                        "metrics {k:?}: reference {v:?}\n engine {:?}",
+                        self.metrics_table.get(k)
+                    );
                 }
             }
             for (k, v) in &self.metrics_table {
-                assert!(ref_metrics.contains_key(k), "engine has an extra metrics row {v:?}");
+                assert!(
+                    ref_metrics.contains_key(k),
+                    "engine has an extra metrics row {v:?}"
+                );
             }
         }
         // and the full snapshot equals the table
         let (all_days, all_metrics) = self.st.rows();
         let snap: BTreeMap<DayKey, DayRow> = all_days.into_iter().map(|r| (r.key(), r)).collect();
-        assert!(snap == self.day_table, "rows() differs from the drained table");
+        assert!(
+            snap == self.day_table,
+            "rows() differs from the drained table"
+        );
         let snap: BTreeMap<MetricsKey, MetricsRow> =
             all_metrics.into_iter().map(|r| (r.key(), r)).collect();
-        assert!(snap == self.metrics_table, "rows() differs from the drained metrics");
+        assert!(
+            snap == self.metrics_table,
+            "rows() differs from the drained metrics"
+        );
     }
 
     pub fn day(&self, student: &str, school: &str, d: NaiveDate) -> Option<&DayRow> {
