@@ -94,7 +94,9 @@ start() {
   fi
   write_config
   log "starting ClickHouse on 127.0.0.1:$ROLLCALL_CLICKHOUSE_HTTP_PORT"
-  (cd "$CH_HOME" && nohup clickhouse-server --config-file="$CONF" >>"$LOGDIR/stdout.log" 2>&1 & echo $! >"$PIDFILE")
+  # exec: the recorded pid is the server's own, not a wrapper shell's.
+  (cd "$CH_HOME" || exit 1; exec nohup clickhouse-server --config-file="$CONF" >>"$LOGDIR/stdout.log" 2>&1) &
+  echo $! >"$PIDFILE"
   for _ in $(seq 1 600); do
     if ! pid_alive "$PIDFILE"; then
       tail -30 "$LOGDIR/stdout.log" "$LOGDIR/clickhouse-server.err.log" >&2 2>/dev/null || true
