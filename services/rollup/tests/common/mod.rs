@@ -41,7 +41,12 @@ fn calendar(school: &str, date: NaiveDate, instructional: bool) -> CalendarDay {
         school_year: 2026,
         date,
         is_instructional: instructional,
-        events: vec![if instructional { "Instructional day" } else { "Holiday" }.into()],
+        events: vec![if instructional {
+            "Instructional day"
+        } else {
+            "Holiday"
+        }
+        .into()],
         operation: Operation::Upsert,
         source_version: 1,
         source_system: "test".into(),
@@ -51,7 +56,12 @@ fn calendar(school: &str, date: NaiveDate, instructional: bool) -> CalendarDay {
     }
 }
 
-fn enrollment(student: &str, school: &str, entry: NaiveDate, exit: Option<NaiveDate>) -> Enrollment {
+fn enrollment(
+    student: &str,
+    school: &str,
+    entry: NaiveDate,
+    exit: Option<NaiveDate>,
+) -> Enrollment {
     Enrollment {
         district_id: DISTRICT.into(),
         school_id: school.into(),
@@ -71,7 +81,14 @@ fn enrollment(student: &str, school: &str, entry: NaiveDate, exit: Option<NaiveD
     }
 }
 
-pub fn event(student: &str, school: &str, date: NaiveDate, category: Category, fraction: f64, version: i64) -> AttendanceEvent {
+pub fn event(
+    student: &str,
+    school: &str,
+    date: NaiveDate,
+    category: Category,
+    fraction: f64,
+    version: i64,
+) -> AttendanceEvent {
     AttendanceEvent {
         district_id: DISTRICT.into(),
         school_id: school.into(),
@@ -98,7 +115,8 @@ impl Scenario {
         self.calendars.push(c);
     }
     pub fn send_enrollment(&mut self, e: Enrollment) {
-        self.final_enrollments.insert(e.source_key.clone(), e.clone());
+        self.final_enrollments
+            .insert(e.source_key.clone(), e.clone());
         self.enrollments.push(e);
     }
     /// Send an event. The final facts follow the engine's documented rule: a higher
@@ -147,7 +165,11 @@ impl Scenario {
             let school = SCHOOLS[i % 2];
             // most enrolled all along; some enter mid-way; some leave; one in 50 transfers
             let entry = if i % 7 == 3 { d(2025, 9, 22) } else { start };
-            let exit = if i % 11 == 5 { Some(d(2025, 10, 17)) } else { None };
+            let exit = if i % 11 == 5 {
+                Some(d(2025, 10, 17))
+            } else {
+                None
+            };
             if i % 50 == 17 {
                 s.send_enrollment(enrollment(&st, SCHOOLS[0], start, Some(d(2025, 9, 30))));
                 s.send_enrollment(enrollment(&st, SCHOOLS[1], d(2025, 10, 1), None));
@@ -158,7 +180,15 @@ impl Scenario {
             let rate = if i % 5 == 0 { 4 } else { 17 };
             for (k, day) in days.iter().enumerate() {
                 let h = (i * 31 + k * 17) % 97;
-                let sch = if i % 50 == 17 { if *day >= d(2025, 10, 1) { SCHOOLS[1] } else { SCHOOLS[0] } } else { school };
+                let sch = if i % 50 == 17 {
+                    if *day >= d(2025, 10, 1) {
+                        SCHOOLS[1]
+                    } else {
+                        SCHOOLS[0]
+                    }
+                } else {
+                    school
+                };
                 if h % rate == 0 {
                     let (cat, frac) = match h % 6 {
                         0 => (Category::ExcusedAbsence, 1.0),
@@ -195,7 +225,14 @@ impl Scenario {
             }
             if i % 9 == 0 {
                 // an event on a holiday and one outside enrollment: counted, not mixed in
-                s.send_event(event(&st, school, d(2025, 10, 13), Category::UnexcusedAbsence, 1.0, 10));
+                s.send_event(event(
+                    &st,
+                    school,
+                    d(2025, 10, 13),
+                    Category::UnexcusedAbsence,
+                    1.0,
+                    10,
+                ));
             }
         }
         s
@@ -205,26 +242,48 @@ impl Scenario {
     pub fn records(&self, topics: &Topics) -> Vec<OutRecord> {
         let mut out = Vec::new();
         for c in &self.calendars {
-            out.push(OutRecord { topic: topics.normalized("calendar"), key: c.kafka_key().into_bytes(),
-                payload: rollcall_avro::encode_calendar_day(c), headers: vec![] });
+            out.push(OutRecord {
+                topic: topics.normalized("calendar"),
+                key: c.kafka_key().into_bytes(),
+                payload: rollcall_avro::encode_calendar_day(c),
+                headers: vec![],
+            });
         }
         for e in &self.enrollments {
-            out.push(OutRecord { topic: topics.normalized("enrollment"), key: e.kafka_key().into_bytes(),
-                payload: rollcall_avro::encode_enrollment(e), headers: vec![] });
+            out.push(OutRecord {
+                topic: topics.normalized("enrollment"),
+                key: e.kafka_key().into_bytes(),
+                payload: rollcall_avro::encode_enrollment(e),
+                headers: vec![],
+            });
         }
         for e in &self.events {
-            out.push(OutRecord { topic: topics.normalized("attendance"), key: e.kafka_key().into_bytes(),
-                payload: rollcall_avro::encode_attendance_event(e), headers: vec![] });
+            out.push(OutRecord {
+                topic: topics.normalized("attendance"),
+                key: e.kafka_key().into_bytes(),
+                payload: rollcall_avro::encode_attendance_event(e),
+                headers: vec![],
+            });
         }
         out
     }
 
     /// The reference rows from the final facts, as table rows (version 0).
-    pub fn reference(&self, cfg: &Config, as_of: NaiveDate) -> (Vec<StudentDayRow>, Vec<StudentMetricsRow>) {
+    pub fn reference(
+        &self,
+        cfg: &Config,
+        as_of: NaiveDate,
+    ) -> (Vec<StudentDayRow>, Vec<StudentMetricsRow>) {
         let events: Vec<_> = self.final_events.values().cloned().collect();
         let enrollments: Vec<_> = self.final_enrollments.values().cloned().collect();
         let calendars: Vec<_> = self.final_calendars.values().cloned().collect();
-        let (days, metrics) = rollcall_student_state::reference::compute(&events, &enrollments, &calendars, &cfg.policy, as_of);
+        let (days, metrics) = rollcall_student_state::reference::compute(
+            &events,
+            &enrollments,
+            &calendars,
+            &cfg.policy,
+            as_of,
+        );
         let mut days: Vec<_> = days.iter().map(|r| to_day_row(r, 0)).collect();
         let mut metrics: Vec<_> = metrics.iter().map(|r| to_metrics_row(r, 0)).collect();
         days.sort_by(|a, b| day_key(a).cmp(&day_key(b)));
@@ -234,15 +293,27 @@ impl Scenario {
 }
 
 pub fn day_key(r: &StudentDayRow) -> (String, String, String, u16) {
-    (r.district_id.clone(), r.school_id.clone(), r.student_id.clone(), r.date)
+    (
+        r.district_id.clone(),
+        r.school_id.clone(),
+        r.student_id.clone(),
+        r.date,
+    )
 }
 
 pub fn metrics_key(r: &StudentMetricsRow) -> (String, String, String, u16) {
-    (r.district_id.clone(), r.school_id.clone(), r.student_id.clone(), r.school_year)
+    (
+        r.district_id.clone(),
+        r.school_id.clone(),
+        r.student_id.clone(),
+        r.school_year,
+    )
 }
 
 /// Current rows of the tables (latest version per key, deleted ones dropped), version 0.
-pub async fn current_rows(db: &rollcall_clickhouse::Client) -> (Vec<StudentDayRow>, Vec<StudentMetricsRow>) {
+pub async fn current_rows(
+    db: &rollcall_clickhouse::Client,
+) -> (Vec<StudentDayRow>, Vec<StudentMetricsRow>) {
     let mut days: Vec<StudentDayRow> = db
         .query("SELECT ?fields FROM student_days FINAL WHERE deleted = 0")
         .fetch_all()
