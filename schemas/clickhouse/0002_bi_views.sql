@@ -309,8 +309,8 @@ FROM
         district_id,
         school_id,
         day,
-        n_enrolled,
-        n_chronic,
+        toUInt64(n_enrolled_signed) AS n_enrolled,
+        toUInt64(n_chronic_signed) AS n_chronic,
         toUInt8(n_enrolled < 10 OR n_chronic < 10) AS suppressed
     FROM
     (
@@ -352,5 +352,5 @@ FROM
         )
         GROUP BY school_year, district_id, school_id
     )
-    ARRAY JOIN days AS day, enrolled_as_of AS n_enrolled, chronic_as_of AS n_chronic
+    ARRAY JOIN days AS day, enrolled_as_of AS n_enrolled_signed, chronic_as_of AS n_chronic_signed
 );
