@@ -249,11 +249,12 @@ fn memory_report() {
         st.discard_dirty();
         let after = LIVE.load(Ordering::Relaxed);
         let stats = st.stats();
+        let census = st.census();
         println!(
             "memory ({name}): {n} students, {} events, {:.1} events/student: {:.1} bytes per student-year \
              (heap delta {} bytes; StateStats.student_bytes {:.1}/student; shared calendars+names {} bytes)",
-            stats.events,
-            stats.events as f64 / n as f64,
+            census.events,
+            census.events as f64 / n as f64,
             (after - before) as f64 / n as f64,
             after - before,
             stats.student_bytes as f64 / n as f64,

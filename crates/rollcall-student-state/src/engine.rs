@@ -199,22 +199,29 @@ struct MetricsOut {
     ssid: u32,
 }
 
-/// Sizes of the engine's structures, for gauges and the memory bench.
+/// Sizes of the engine's structures, for gauges: cheap (no scan of the students).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateStats {
     pub students: usize,
+    pub schools: usize,
+    /// Students waiting for `drain_dirty`.
+    pub dirty: usize,
+    /// Bytes held by per-student state (encoded students with their ids, their index,
+    /// the school → students lists), as requested from the allocator.
+    pub student_bytes: usize,
+    /// Bytes held by shared state (calendars, interned names), approximately.
+    pub shared_bytes: usize,
+}
+
+/// What the students' state holds, counted by a full scan (`RollupState::census`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCensus {
     /// (student, school, school year) units with any state.
     pub units: usize,
     pub spans: usize,
     pub events: usize,
     /// Deleted keys kept so that older records cannot resurrect them.
     pub tombstones: usize,
-    /// Students waiting for `drain_dirty`.
-    pub dirty: usize,
-    /// Bytes held by per-student state (encoded students, their index, id strings).
-    pub student_bytes: usize,
-    /// Bytes held by shared state (interned ids, calendars).
-    pub shared_bytes: usize,
 }
 
 /// The exact rollup state of the students one rollup instance owns, plus every school's
@@ -239,6 +246,8 @@ pub struct RollupState {
     /// Encoded students by index, in chunks (no doubling slack).
     students: Vec<Vec<Box<[u8]>>>,
     n_students: usize,
+    /// Sum of the encoded students' lengths.
+    blob_bytes: usize,
     student_ix: HashTable<u32>,
 
     cal_codes_by_day: HashMap<(u32, u16, u32), CalCode, Fast>,
@@ -309,6 +318,7 @@ impl RollupState {
             cal_codes: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             students: Vec::new(),
             n_students: 0,
+            blob_bytes: 0,
             student_ix: HashTable::new(),
             cal_codes_by_day: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             cal: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
@@ -439,6 +449,7 @@ impl RollupState {
             .last_mut()
             .expect("chunk")
             .push(Box::from(&self.buf[..]));
+        self.blob_bytes += self.buf.len();
         self.n_students += 1;
         let h = self.hasher.hash_one((district, id));
         let RollupState {
@@ -501,6 +512,7 @@ impl RollupState {
         codec::encode(&d, &mut self.buf);
         let new = Box::from(&self.buf[..]);
         let old = std::mem::replace(self.blob_mut(s), new);
+        self.blob_bytes = self.blob_bytes + self.buf.len() - old.len();
         match self.dirty.entry(s) {
             hashbrown::hash_map::Entry::Occupied(mut o) => {
                 if matches!(o.get(), Before::Unchanged) {
@@ -1300,30 +1312,15 @@ impl RollupState {
 
     /// Counts and approximate heap bytes of the state.
     pub fn stats(&self) -> StateStats {
-        let mut st = StateStats {
-            students: self.n_students,
-            dirty: self.dirty.len(),
-            ..Default::default()
-        };
-        let mut d = Decoded::default();
-        let mut blob_bytes = 0usize;
-        for chunk in &self.students {
-            blob_bytes += chunk.capacity() * std::mem::size_of::<Box<[u8]>>();
-            for b in chunk {
-                blob_bytes += b.len();
-                codec::decode(b, &mut d);
-                st.units += d.units.len();
-                st.spans += d.spans.len();
-                st.events += d.events.len();
-                st.tombstones += d.spans.iter().filter(|s| s.tomb).count()
-                    + d.events.iter().filter(|e| e.tomb).count();
-            }
-        }
+        let chunks: usize = self
+            .students
+            .iter()
+            .map(|c| c.capacity() * std::mem::size_of::<Box<[u8]>>())
+            .sum();
         // buckets (a power of two, 8/7 of the capacity) of a u32 and a control byte
         let index_bytes = (self.student_ix.capacity() * 8 / 7).next_power_of_two()
             * (std::mem::size_of::<u32>() + 1);
         let school_lists: usize = self.schools.iter().map(|s| s.students.capacity() * 4).sum();
-        st.student_bytes = blob_bytes + index_bytes + school_lists;
         let cal_codes: usize = self
             .cal_codes_by_day
             .values()
@@ -1340,8 +1337,29 @@ impl RollupState {
             .map(|s| s.id.len() * 2 + 64)
             .sum::<usize>()
             + self.districts.len() * 128;
-        st.shared_bytes = cal_codes + cal + names;
-        st
+        StateStats {
+            students: self.n_students,
+            schools: self.schools.len(),
+            dirty: self.dirty.len(),
+            student_bytes: self.blob_bytes + chunks + index_bytes + school_lists,
+            shared_bytes: cal_codes + cal + names,
+        }
+    }
+
+    /// Count what the students' state holds (decodes every student: for tests, benches
+    /// and diagnostics, not for every batch).
+    pub fn census(&self) -> StateCensus {
+        let mut c = StateCensus::default();
+        let mut d = Decoded::default();
+        for b in self.students.iter().flatten() {
+            codec::decode(b, &mut d);
+            c.units += d.units.len();
+            c.spans += d.spans.len();
+            c.events += d.events.len();
+            c.tombstones += d.spans.iter().filter(|s| s.tomb).count()
+                + d.events.iter().filter(|e| e.tomb).count();
+        }
+        c
     }
 }
 

@@ -16,5 +16,5 @@ mod engine;
 pub mod reference;
 mod rows;
 
-pub use engine::{Changed, RollupState, StateError, StateStats};
+pub use engine::{Changed, RollupState, StateCensus, StateError, StateStats};
 pub use rows::{tier_code, DayKey, DayRow, DayStatus, MetricsKey, MetricsRow, StudentChange, Tier};

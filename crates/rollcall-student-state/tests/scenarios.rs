@@ -849,3 +849,19 @@ fn a_record_with_a_date_the_state_cannot_hold_is_an_error_naming_it() {
     en.school_year = 40000;
     assert!(h.st.apply_enrollment(&en).is_err());
 }
+
+#[test]
+fn stats_count_students_and_bytes_census_counts_tombstones() {
+    let mut h = setup(Policy::default());
+    absent(&mut h, 5, UnexcusedAbsence, 1.0, 1);
+    let e = event("a", "s1", sep(6), ExcusedAbsence, 1.0, "gone", 2);
+    h.attendance(&e);
+    h.attendance(&deleted(&e, 3));
+    let st = h.st.stats();
+    assert_eq!((st.students, st.schools, st.dirty), (1, 1, 1));
+    assert!(st.student_bytes > 0 && st.shared_bytes > 0);
+    let c = h.st.census();
+    assert_eq!((c.units, c.spans, c.events, c.tombstones), (1, 1, 2, 1));
+    h.drain();
+    assert_eq!(h.st.stats().dirty, 0);
+}
