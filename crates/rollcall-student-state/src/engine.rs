@@ -83,6 +83,8 @@ struct School {
     id: Arc<str>,
     /// Students with any state at this school (may hold students who no longer do).
     students: Vec<u32>,
+    /// The drain epoch in which all `students` were last marked dirty.
+    dirty_epoch: u64,
 }
 
 /// One calendar code's days of one school year: per day the held version, whether a
@@ -257,6 +259,9 @@ pub struct RollupState {
     cal_prev: HashMap<(u32, u16), Option<YearBits>, Fast>,
 
     dirty: HashMap<u32, Before, Fast>,
+    /// Counts drains (and discards); a school marked dirty in this epoch has all its
+    /// students dirty already (students added later are dirty by their own change).
+    epoch: u64,
 
     hasher: Fast,
     key_hasher: foldhash::quality::FixedState,
@@ -324,6 +329,7 @@ impl RollupState {
             cal: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             cal_prev: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
             dirty: HashMap::with_hasher(Fast::with_seed(SEED_TABLE)),
+            epoch: 0,
             hasher: Fast::with_seed(SEED_TABLE),
             key_hasher: foldhash::quality::FixedState::with_seed(SEED_KEY),
             scratch: Decoded::default(),
@@ -371,6 +377,7 @@ impl RollupState {
         self.schools.push(School {
             id: Arc::from(id),
             students: Vec::new(),
+            dirty_epoch: u64::MAX,
         });
         self.districts[district as usize]
             .schools
@@ -783,8 +790,18 @@ impl RollupState {
     }
 
     fn dirty_school(&mut self, school: u32) {
-        let RollupState { schools, dirty, .. } = self;
-        for &s in &schools[school as usize].students {
+        let RollupState {
+            schools,
+            dirty,
+            epoch,
+            ..
+        } = self;
+        let sc = &mut schools[school as usize];
+        if sc.dirty_epoch == *epoch {
+            return;
+        }
+        sc.dirty_epoch = *epoch;
+        for &s in &sc.students {
             dirty.entry(s).or_insert(Before::Unchanged);
         }
     }
@@ -1049,6 +1066,7 @@ impl RollupState {
         }
         self.cal_prev.clear();
         self.as_of_prev = None;
+        self.epoch += 1;
         out
     }
 
@@ -1058,6 +1076,7 @@ impl RollupState {
         self.dirty = HashMap::with_hasher(Fast::with_seed(SEED_TABLE));
         self.cal_prev.clear();
         self.as_of_prev = None;
+        self.epoch += 1;
     }
 
     /// Every current row of every student (not only the dirty ones): for reconciling
