@@ -78,7 +78,11 @@ async fn every_row_type_round_trips_with_lz4() {
             district_id: "d1".into(),
             school_id: "s1".into(),
             student_id: format!("st{i}"),
-            state_student_id: if i == 0 { String::new() } else { format!("SSID{i}") },
+            state_student_id: if i == 0 {
+                String::new()
+            } else {
+                format!("SSID{i}")
+            },
             grade_level: "Ninth grade".into(),
             subgroups: (0..i).map(|k| format!("g{k}")).collect(),
             as_of_date: 19_139,
@@ -101,7 +105,10 @@ async fn every_row_type_round_trips_with_lz4() {
             deleted: 0,
         })
         .collect();
-    let mut ins = db.insert::<StudentMetricsRow>(STUDENT_METRICS).await.unwrap();
+    let mut ins = db
+        .insert::<StudentMetricsRow>(STUDENT_METRICS)
+        .await
+        .unwrap();
     for r in &metrics {
         ins.write(r).await.unwrap();
     }

@@ -8,8 +8,8 @@ use clickhouse::Row;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rollcall_testkit::{clickhouse_with_unique_db, kafka, require_services, secrets, unique};
 use rollcall_kafka::{ensure_topics, TopicSpec};
+use rollcall_testkit::{clickhouse_with_unique_db, kafka, require_services, secrets, unique};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]

@@ -15,7 +15,11 @@ const BAD_EVERY: usize = 97;
 
 fn raw(i: usize) -> (String, Vec<u8>) {
     let key = format!("crash-{i:06}");
-    let code = if i % BAD_EVERY == 0 { "Not A Real Code" } else { ["Excused Absence", "Unexcused Absence", "Tardy"][i % 3] };
+    let code = if i.is_multiple_of(BAD_EVERY) {
+        "Not A Real Code"
+    } else {
+        ["Excused Absence", "Unexcused Absence", "Tardy"][i % 3]
+    };
     let payload = serde_json::json!({
         "schoolReference": {"schoolId": 100 + (i % 7)},
         "studentReference": {"studentUniqueId": format!("s{}", i % 20_000)},
@@ -62,7 +66,9 @@ fn committed(cfg: &rollcall_config::Config) -> HashMap<String, usize> {
         *seen.entry(e.source_key).or_default() += 1;
     }
     for r in read_topic_to_end(&client, &topics.dead_letters(), true).unwrap() {
-        *seen.entry(String::from_utf8(r.key.unwrap_or_default()).unwrap()).or_default() += 1;
+        *seen
+            .entry(String::from_utf8(r.key.unwrap_or_default()).unwrap())
+            .or_default() += 1;
     }
     seen
 }
@@ -77,7 +83,12 @@ async fn sigkill_and_restart_never_loses_or_duplicates_a_record() {
     for chunk in inputs.chunks(20_000) {
         let outs: Vec<OutRecord> = chunk
             .iter()
-            .map(|(k, v)| OutRecord { topic: topics.raw("attendance"), key: k.clone().into_bytes(), payload: v.clone(), headers: vec![] })
+            .map(|(k, v)| OutRecord {
+                topic: topics.raw("attendance"),
+                key: k.clone().into_bytes(),
+                payload: v.clone(),
+                headers: vec![],
+            })
             .collect();
         producer.send_all(&outs).unwrap();
     }
@@ -91,13 +102,22 @@ async fn sigkill_and_restart_never_loses_or_duplicates_a_record() {
         child.wait().unwrap();
         let seen = committed(&cfg);
         let dupes = seen.values().filter(|n| **n > 1).count();
-        assert_eq!(dupes, 0, "after kill {round}: {dupes} inputs committed twice");
-        eprintln!("after kill {round}: {} of {RECORDS} inputs committed", seen.len());
+        assert_eq!(
+            dupes, 0,
+            "after kill {round}: {dupes} inputs committed twice"
+        );
+        eprintln!(
+            "after kill {round}: {} of {RECORDS} inputs committed",
+            seen.len()
+        );
         if !seen.is_empty() && seen.len() < RECORDS {
             partial_kills += 1;
         }
     }
-    assert!(partial_kills >= 1, "at least one kill must land mid-stream to test anything");
+    assert!(
+        partial_kills >= 1,
+        "at least one kill must land mid-stream to test anything"
+    );
 
     // Restart and let it finish; stop it gracefully (SIGTERM).
     let mut child = spawn(&cfg);
@@ -109,17 +129,29 @@ async fn sigkill_and_restart_never_loses_or_duplicates_a_record() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
 
     assert_eq!(seen.len(), RECORDS, "every input committed");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).take(5).collect();
-    assert!(twice.is_empty(), "inputs committed more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "inputs committed more than once: {twice:?}"
+    );
     for (k, _) in &inputs {
         assert_eq!(seen.get(k), Some(&1), "{k}");
     }
-    let dead = read_topic_to_end(&client, &topics.dead_letters(), true).unwrap().len();
-    assert_eq!(dead, RECORDS.div_ceil(BAD_EVERY), "the unknown codes, each dead-lettered once");
+    let dead = read_topic_to_end(&client, &topics.dead_letters(), true)
+        .unwrap()
+        .len();
+    assert_eq!(
+        dead,
+        RECORDS.div_ceil(BAD_EVERY),
+        "the unknown codes, each dead-lettered once"
+    );
 }

@@ -19,7 +19,7 @@ pub struct VersionClock {
 }
 
 impl VersionClock {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_version(&mut self) -> u64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -126,7 +126,7 @@ impl RowWriter {
         shutdown: &CancellationToken,
         health: &Health,
     ) -> anyhow::Result<()> {
-        let version = self.clock.next();
+        let version = self.clock.next_version();
         let mut days = Vec::new();
         let mut metrics = Vec::new();
         for c in changes {
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn versions_strictly_increase() {
         let mut c = VersionClock::default();
-        let v: Vec<u64> = (0..1000).map(|_| c.next()).collect();
+        let v: Vec<u64> = (0..1000).map(|_| c.next_version()).collect();
         assert!(v.windows(2).all(|w| w[0] < w[1]));
     }
 

@@ -286,8 +286,8 @@ impl Scenario {
         );
         let mut days: Vec<_> = days.iter().map(|r| to_day_row(r, 0)).collect();
         let mut metrics: Vec<_> = metrics.iter().map(|r| to_metrics_row(r, 0)).collect();
-        days.sort_by(|a, b| day_key(a).cmp(&day_key(b)));
-        metrics.sort_by(|a, b| metrics_key(a).cmp(&metrics_key(b)));
+        days.sort_by_key(day_key);
+        metrics.sort_by_key(metrics_key);
         (days, metrics)
     }
 }
@@ -326,8 +326,8 @@ pub async fn current_rows(
         .expect("read student_metrics");
     days.iter_mut().for_each(|r| r.version = 0);
     metrics.iter_mut().for_each(|r| r.version = 0);
-    days.sort_by(|a, b| day_key(a).cmp(&day_key(b)));
-    metrics.sort_by(|a, b| metrics_key(a).cmp(&metrics_key(b)));
+    days.sort_by_key(day_key);
+    metrics.sort_by_key(metrics_key);
     (days, metrics)
 }
 
