@@ -50,12 +50,14 @@ pub fn main_with(
 }
 
 /// Which date the metrics are computed as of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AsOf {
     /// A fixed date (replays, tests).
     Fixed(NaiveDate),
     /// Today (UTC): every instructional day up to today counts.
     Today,
+    /// Whatever the owner of the cell says (a simulated clock: the demo and benches).
+    Shared(std::sync::Arc<std::sync::Mutex<NaiveDate>>),
 }
 
 impl AsOf {
@@ -68,10 +70,11 @@ impl AsOf {
             None => AsOf::Today,
         })
     }
-    pub fn date(self) -> NaiveDate {
+    pub fn date(&self) -> NaiveDate {
         match self {
-            AsOf::Fixed(d) => d,
+            AsOf::Fixed(d) => *d,
             AsOf::Today => chrono::Utc::now().date_naive(),
+            AsOf::Shared(cell) => *cell.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 }
@@ -80,6 +83,17 @@ const AS_OF_META: &str = "as_of=";
 
 /// Run until `shutdown`; then write what is pending, commit, and return.
 pub async fn run(cfg: Config, secrets: Secrets, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let as_of = AsOf::from_config(&cfg)?;
+    run_with_as_of(cfg, secrets, shutdown, as_of).await
+}
+
+/// [`run`], with the as-of date given by the caller.
+pub async fn run_with_as_of(
+    cfg: Config,
+    secrets: Secrets,
+    shutdown: CancellationToken,
+    as_of: AsOf,
+) -> anyhow::Result<()> {
     let health = Health::new();
     rollcall_telemetry::serve_health(
         &cfg.rollup.http_host,
@@ -88,7 +102,7 @@ pub async fn run(cfg: Config, secrets: Secrets, shutdown: CancellationToken) -> 
         shutdown.clone(),
     )
     .await?;
-    let result = Rollup::start(&cfg, &secrets, &health, &shutdown).await;
+    let result = Rollup::start(&cfg, &secrets, &health, &shutdown, as_of).await;
     let result = match result {
         Ok(mut r) => r.run(&health, &shutdown).await,
         Err(e) => Err(e),
@@ -138,6 +152,7 @@ impl Rollup {
         secrets: &Secrets,
         health: &Health,
         shutdown: &CancellationToken,
+        as_of: AsOf,
     ) -> anyhow::Result<Rollup> {
         let started = Instant::now();
         let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
@@ -150,7 +165,6 @@ impl Rollup {
         })?;
         let committed = tokio::task::block_in_place(|| probe.committed())?;
         drop(probe);
-        let as_of = AsOf::from_config(cfg)?;
         // The state starts at the as-of date its rows were last written with.
         let last_as_of = committed
             .values()

@@ -1,0 +1,377 @@
+//! The whole pipeline in one process, driven by the SIS simulator: the simulator serves
+//! its Ed-Fi districts over HTTP and drops its CSV districts' exports in inboxes; the
+//! real connectors, normalizer and rollup run against the real Kafka and ClickHouse.
+//! Used by `rollcall demo`, `rollcall bench` and the end-to-end tests. It owns only the
+//! orchestration: every piece it runs is the production code.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use rollcall_config::{Config, Secrets};
+use rollcall_connector_kit::{run, RunOptions, SisConnector};
+use rollcall_kafka::{AssignedReader, Topics};
+use rollcall_sis_simulator::edfi::{EdfiServer, ServerOptions, SimHandle};
+use rollcall_sis_simulator::{csv_export, Feed, World};
+use tokio_util::sync::CancellationToken;
+
+const EDFI_SECRET_ENV: &str = "ROLLCALL_PIPELINE_EDFI_SECRET";
+
+/// How to replay the simulated year.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Replay simulated days up to and including this one (metrics as of it).
+    pub through: NaiveDate,
+    /// Simulated days per step (connectors run once per step).
+    pub step_days: u32,
+    /// CSV districts drop a year-to-date export every this many days (and on the last
+    /// day); `None`: only on the last day.
+    pub csv_every_days: Option<u32>,
+    /// Inboxes of the CSV districts live under this directory.
+    pub work_dir: PathBuf,
+}
+
+/// What one step did, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub day: NaiveDate,
+    pub raw_records: u64,
+    pub elapsed: Duration,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    cfg: Config,
+    secrets: Secrets,
+    world: Arc<World>,
+    sim: Option<SimHandle>,
+    edfi_url: Option<String>,
+    as_of: Arc<Mutex<NaiveDate>>,
+    stop: CancellationToken,
+    normalizer: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    rollup: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    connectors: Vec<Box<dyn SisConnector>>,
+    opts: Options,
+    pub raw_records: u64,
+    pub dead_letters_at_source: u64,
+}
+
+impl Pipeline {
+    /// Create topics, migrate ClickHouse, start the simulator's Ed-Fi server and the
+    /// normalizer and rollup. Connectors run in [`Pipeline::step`].
+    pub async fn start(
+        cfg: Config,
+        secrets: Secrets,
+        world: Arc<World>,
+        opts: Options,
+    ) -> anyhow::Result<Pipeline> {
+        let client = rollcall_kafka::client_config(&cfg.kafka, &secrets);
+        let specs = Topics::new(&cfg.kafka.topic_prefix)
+            .specs(cfg.kafka.partitions, cfg.kafka.replication_factor);
+        rollcall_kafka::ensure_topics(&client, &specs)
+            .await
+            .context("creating topics")?;
+        let server = rollcall_clickhouse::connect_server(&cfg.clickhouse, &secrets);
+        rollcall_clickhouse::migrate(
+            &server,
+            &cfg.clickhouse.database,
+            &rollcall_clickhouse::embedded_migrations(),
+        )
+        .await
+        .context("migrating ClickHouse")?;
+
+        let stop = CancellationToken::new();
+        let first = world.first_day;
+        let edfi_districts: Vec<String> = world
+            .districts
+            .iter()
+            .filter(|d| d.spec.feed == Feed::Edfi)
+            .map(|d| d.spec.id.clone())
+            .collect();
+        let (sim, edfi_url) = if edfi_districts.is_empty() {
+            (None, None)
+        } else {
+            let server = EdfiServer::new(
+                world.clone(),
+                ServerOptions {
+                    start_day: Some(first),
+                    max_page_size: 500,
+                    ..ServerOptions::default()
+                },
+            );
+            let handle = server.handle();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let s = stop.clone();
+            tokio::spawn(async move {
+                server
+                    .serve_with_shutdown(listener, async move { s.cancelled().await })
+                    .await
+            });
+            (Some(handle), Some(url))
+        };
+
+        // The normalizer: the production worker on its own thread.
+        let normalizer = rollcall_normalizer::build_normalizer(&cfg)?;
+        let (c, s, st) = (cfg.clone(), secrets.clone(), stop.clone());
+        let normalizer = std::thread::Builder::new()
+            .name("normalizer".into())
+            .spawn(move || {
+                let mut w = rollcall_normalizer::Worker::connect(&c, &s, normalizer)?;
+                w.run(&rollcall_telemetry::Health::new(), &st)
+            })?;
+        // The rollup, following the simulated clock.
+        let as_of = Arc::new(Mutex::new(first));
+        let rollup = tokio::spawn(rollcall_rollup::run_with_as_of(
+            cfg.clone(),
+            secrets.clone(),
+            stop.clone(),
+            rollcall_rollup::AsOf::Shared(as_of.clone()),
+        ));
+
+        let mut p = Pipeline {
+            cfg,
+            secrets,
+            world,
+            sim,
+            edfi_url,
+            as_of,
+            stop,
+            normalizer: Some(normalizer),
+            rollup: Some(rollup),
+            connectors: Vec::new(),
+            opts,
+            raw_records: 0,
+            dead_letters_at_source: 0,
+        };
+        p.connectors = p.build_connectors()?;
+        Ok(p)
+    }
+
+    fn inbox(&self, district: &str) -> PathBuf {
+        self.opts.work_dir.join("inbox").join(district)
+    }
+
+    fn build_connectors(&self) -> anyhow::Result<Vec<Box<dyn SisConnector>>> {
+        let mut out: Vec<Box<dyn SisConnector>> = Vec::new();
+        for d in &self.world.districts {
+            match d.spec.feed {
+                Feed::Edfi => {
+                    // One Ed-Fi host per district would be configured the same way; here
+                    // one simulated ODS serves them all and school ids say the district.
+                    let school_districts: serde_json::Map<String, serde_json::Value> = self
+                        .world
+                        .schools
+                        .iter()
+                        .map(|s| {
+                            let district = &self.world.districts[s.district as usize].spec.id;
+                            (
+                                s.school_id.to_string(),
+                                serde_json::Value::String(district.clone()),
+                            )
+                        })
+                        .collect();
+                    let cfg: rollcall_connector_edfi::EdfiConfig =
+                        serde_json::from_value(serde_json::json!({
+                            "base_url": self.edfi_url.clone().expect("an Ed-Fi server"),
+                            "district_id": d.spec.id,
+                            "school_districts": school_districts,
+                            "client_id": "rollcall",
+                            "client_secret_env": EDFI_SECRET_ENV,
+                            "page_size": 500,
+                            "requests_per_second": 1000,
+                            "poll_interval_secs": 1,
+                        }))?;
+                    out.push(Box::new(rollcall_connector_edfi::EdfiConnector::new(
+                        &format!("sim-{}", d.spec.id),
+                        cfg,
+                        "rollcall-secret".into(),
+                    )?));
+                    // The simulated ODS holds every Ed-Fi district: one connector reads it all.
+                    break;
+                }
+                Feed::Csv(preset) => {
+                    let cfg: rollcall_connector_csv::CsvConfig =
+                        serde_json::from_value(serde_json::json!({
+                            "district_id": d.spec.id,
+                            "inbox": self.inbox(&d.spec.id),
+                            "preset": preset.as_str(),
+                            "poll_interval_secs": 1,
+                        }))?;
+                    out.push(Box::new(rollcall_connector_csv::CsvConnector::new(
+                        &format!("sim-{}", d.spec.id),
+                        cfg,
+                    )?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Advance the simulated clock to `day`, drop CSV exports that are due, and run
+    /// every connector until it is caught up.
+    pub async fn step(&mut self, day: NaiveDate) -> anyhow::Result<StepReport> {
+        let started = Instant::now();
+        if let Some(sim) = &self.sim {
+            sim.set_day(day);
+        }
+        let last = day >= self.opts.through;
+        let since_start = (day - self.world.first_day).num_days();
+        let csv_due = last
+            || self
+                .opts
+                .csv_every_days
+                .is_some_and(|n| n > 0 && since_start % i64::from(n) == 0);
+        if csv_due {
+            for d in &self.world.districts {
+                if let Feed::Csv(_) = d.spec.feed {
+                    csv_export::write_drop(
+                        &self.world,
+                        &d.spec.id,
+                        None,
+                        day,
+                        &self.inbox(&d.spec.id),
+                    )?;
+                }
+            }
+        }
+        let mut raw = 0;
+        let connectors = std::mem::take(&mut self.connectors);
+        let mut back = Vec::new();
+        for c in connectors {
+            let opts = RunOptions {
+                http: None,
+                stop_when_caught_up: true,
+                show_progress: false,
+            };
+            // `run` consumes the connector; rebuild it from its checkpoint next time.
+            let summary = run(c, &self.cfg, &self.secrets, opts, self.stop.child_token()).await?;
+            raw += summary.records;
+            self.dead_letters_at_source += summary.dead_letters;
+        }
+        back.extend(self.build_connectors()?);
+        self.connectors = back;
+        self.raw_records += raw;
+        *self.as_of.lock().unwrap_or_else(|p| p.into_inner()) = day;
+        Ok(StepReport {
+            day,
+            raw_records: raw,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Replay every step from the first simulated day through `opts.through`.
+    pub async fn replay(&mut self, mut on_step: impl FnMut(&StepReport)) -> anyhow::Result<()> {
+        let mut day = self.world.first_day;
+        loop {
+            let r = self.step(day.min(self.opts.through)).await?;
+            on_step(&r);
+            if day >= self.opts.through {
+                break;
+            }
+            day += chrono::Duration::days(i64::from(self.opts.step_days.max(1)));
+        }
+        Ok(())
+    }
+
+    /// Wait until the normalizer and the rollup have committed everything published so
+    /// far (their consumer groups' offsets reach the ends of their input topics).
+    pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let topics = Topics::new(&self.cfg.kafka.topic_prefix);
+        loop {
+            let (c, s) = (self.cfg.clone(), self.secrets.clone());
+            let t = topics.clone();
+            let lag = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+                let client = rollcall_kafka::client_config(&c.kafka, &s);
+                let mut lag = 0;
+                for (group, kind) in [
+                    (&c.normalizer.group_id, "raw"),
+                    (&c.rollup.group_id, "normalized"),
+                ] {
+                    let mut tps = Vec::new();
+                    for e in rollcall_kafka::ENTITIES {
+                        let topic = if kind == "raw" {
+                            t.raw(e)
+                        } else {
+                            t.normalized(e)
+                        };
+                        for p in AssignedReader::partitions_of(&client, &topic)? {
+                            tps.push((topic.clone(), p));
+                        }
+                    }
+                    let r = AssignedReader::from_beginning(&client, group, &tps)?;
+                    let committed = r.committed()?;
+                    for (tp, end) in r.end_offsets()? {
+                        let done = committed.get(&tp).map(|c| c.offset).unwrap_or(0);
+                        // a transaction's commit marker can sit after the last record
+                        lag += (end - done - 1).max(0);
+                    }
+                }
+                Ok(lag)
+            })
+            .await??;
+            if lag == 0 {
+                // One more rollup batch interval so an as-of change is written too.
+                tokio::time::sleep(Duration::from_millis(self.cfg.rollup.batch_max_wait_ms * 3))
+                    .await;
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!(
+                    "the pipeline did not catch up within {timeout:?} ({lag} records behind)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// Stop the normalizer and the rollup (each finishes its batch and commits).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some(n) = self.normalizer.take() {
+            tokio::task::spawn_blocking(move || n.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the normalizer thread panicked"))??;
+        }
+        if let Some(r) = self.rollup.take() {
+            r.await??;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration the pipeline needs on top of `cfg`: the simulated Ed-Fi secret in
+/// the environment, the code maps shipped for the simulator's districts, and the
+/// positive-attendance districts in the policy.
+pub fn prepare_config(mut cfg: Config, world: &World, repo_root: &Path) -> Config {
+    // SAFETY of intent: the connector reads secrets from the environment by design.
+    std::env::set_var(EDFI_SECRET_ENV, "rollcall-secret");
+    let maps = repo_root.join("deploy/codemaps");
+    if cfg.normalizer.code_maps_dir.is_none() && maps.is_dir() {
+        cfg.normalizer.code_maps_dir = Some(maps);
+    }
+    for d in &world.districts {
+        if d.spec.positive_attendance
+            && !cfg
+                .policy
+                .positive_attendance_districts
+                .contains(&d.spec.id)
+        {
+            cfg.policy
+                .positive_attendance_districts
+                .push(d.spec.id.clone());
+        }
+    }
+    cfg
+}

@@ -1,0 +1,198 @@
+//! End to end, at small scale: the SIS simulator (Ed-Fi over HTTP and CSV drops) →
+//! the real connectors → Kafka → normalizer → rollup → ClickHouse. After a school year
+//! replayed month by month, every student, school, district and the state in the BI
+//! views equal the simulator's independently computed expected metrics.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickhouse::Row;
+use rollcall_pipeline::{prepare_config, Options, Pipeline};
+use rollcall_sis_simulator::{expected_metrics, generate, Counts, SimConfig};
+use rollcall_testkit::{clickhouse_with_unique_db, config_with_fresh_topics, secrets};
+use serde::Deserialize;
+
+#[derive(Row, Deserialize, Debug)]
+struct StudentView {
+    district_id: String,
+    school_id: String,
+    student_id: String,
+    days_enrolled: u32,
+    absent_milli: u64,
+    excused_milli: u64,
+    unexcused_milli: u64,
+    days_tardy: u32,
+    is_chronically_absent: u8,
+    tier: String,
+    meets_min_enrollment: u8,
+}
+
+#[derive(Row, Deserialize, Debug, PartialEq)]
+struct AggregateView {
+    key: String,
+    students_enrolled: Option<u64>,
+    students_chronically_absent: Option<u64>,
+    satisfactory: Option<u64>,
+    at_risk: Option<u64>,
+    moderate: Option<u64>,
+    severe: Option<u64>,
+    suppressed: u8,
+}
+
+fn milli(days: f64) -> u64 {
+    (days * 1000.0).round() as u64
+}
+
+/// What a view row must say for these expected counts (suppressed below 10).
+fn expected_aggregate(key: String, c: &Counts) -> AggregateView {
+    let n = [
+        c.students_meeting_min_enrollment,
+        c.chronically_absent,
+        c.satisfactory,
+        c.at_risk,
+        c.moderate_chronic,
+        c.severe_chronic,
+    ];
+    let suppressed = n.iter().any(|v| *v < 10);
+    let show = |v: u64| (!suppressed).then_some(v);
+    AggregateView {
+        key,
+        students_enrolled: show(n[0]),
+        students_chronically_absent: show(n[1]),
+        satisfactory: show(n[2]),
+        at_risk: show(n[3]),
+        moderate: show(n[4]),
+        severe: show(n[5]),
+        suppressed: suppressed as u8,
+    }
+}
+
+const AGG: &str = "toNullable(toUInt64(students_enrolled)), toNullable(toUInt64(students_chronically_absent)), \
+    toNullable(toUInt64(students_satisfactory)), toNullable(toUInt64(students_at_risk)), \
+    toNullable(toUInt64(students_moderate_chronic)), toNullable(toUInt64(students_severe_chronic)), suppressed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_the_simulators_expected_metrics() {
+    let world = Arc::new(generate(&SimConfig::small(11)).expect("simulated year"));
+    let mut cfg = config_with_fresh_topics("e2e").await;
+    cfg.clickhouse = clickhouse_with_unique_db("e2e");
+    cfg.rollup.http_port = 0;
+    cfg.normalizer.http_port = 0;
+    cfg.rollup.batch_max_wait_ms = 200;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = prepare_config(cfg, &world, &root);
+    let work = tempfile::tempdir().unwrap();
+    let through = world.last_day;
+    let opts = Options {
+        through,
+        step_days: 30,
+        csv_every_days: None,
+        work_dir: work.path().to_path_buf(),
+    };
+    let mut p = Pipeline::start(cfg.clone(), secrets(), world.clone(), opts)
+        .await
+        .expect("pipeline");
+    p.replay(|_| {}).await.expect("replay");
+    p.wait_caught_up(Duration::from_secs(180))
+        .await
+        .expect("caught up");
+    let raw = p.raw_records;
+    p.stop().await.expect("clean stop");
+    assert!(raw > 1_000, "the connectors published {raw} raw records");
+
+    let expected = expected_metrics(&world, through);
+    let db = rollcall_clickhouse::connect(&cfg.clickhouse, &secrets());
+
+    // Every student at every school.
+    let rows: Vec<StudentView> = db
+        .query(
+            "SELECT district_id, school_id, student_id, days_enrolled, toUInt64(round(days_absent * 1000)), \
+             toUInt64(round(days_absent_excused * 1000)), toUInt64(round(days_absent_unexcused * 1000)), \
+             days_tardy, is_chronically_absent, toString(tier), meets_min_enrollment \
+             FROM student_attendance WHERE days_enrolled > 0",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: BTreeMap<(String, String, String), &StudentView> = rows
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r.district_id.clone(),
+                    r.school_id.clone(),
+                    r.student_id.clone(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    let per_district = |it: &mut dyn Iterator<Item = String>| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        it.for_each(|d| *m.entry(d).or_default() += 1);
+        m
+    };
+    assert_eq!(
+        per_district(&mut got.keys().map(|k| k.0.clone())),
+        per_district(&mut expected.students.iter().map(|s| s.district_id.clone())),
+        "student-school rows per district"
+    );
+    for e in &expected.students {
+        let key = (
+            e.district_id.clone(),
+            e.school_id.to_string(),
+            e.student_id.clone(),
+        );
+        let g = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("no view row for {key:?}"));
+        let ctx = format!("{key:?}: view {g:?} vs expected {e:?}");
+        assert_eq!(u64::from(g.days_enrolled), e.days_enrolled, "{ctx}");
+        assert_eq!(g.absent_milli, milli(e.days_absent), "{ctx}");
+        assert_eq!(g.excused_milli, milli(e.days_excused), "{ctx}");
+        assert_eq!(g.unexcused_milli, milli(e.days_unexcused), "{ctx}");
+        assert_eq!(u64::from(g.days_tardy), e.days_tardy, "{ctx}");
+        assert_eq!(g.meets_min_enrollment == 1, e.meets_min_enrollment, "{ctx}");
+        assert_eq!(g.is_chronically_absent == 1, e.chronically_absent, "{ctx}");
+        assert_eq!(g.tier, e.tier.as_str(), "{ctx}");
+    }
+
+    // Every school (FS195: per school), every district and the state (distinct students).
+    let schools: Vec<AggregateView> = db
+        .query(&format!("SELECT concat(district_id, '/', school_id), {AGG} FROM school_chronic_absence ORDER BY 1"))
+        .fetch_all()
+        .await
+        .unwrap();
+    let mut want: Vec<AggregateView> = expected
+        .schools
+        .iter()
+        .map(|s| expected_aggregate(format!("{}/{}", s.district_id, s.school_id), &s.counts))
+        .collect();
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(schools, want, "schools");
+    let districts: Vec<AggregateView> = db
+        .query(&format!(
+            "SELECT district_id, {AGG} FROM district_chronic_absence ORDER BY 1"
+        ))
+        .fetch_all()
+        .await
+        .unwrap();
+    let want: Vec<AggregateView> = expected
+        .districts
+        .iter()
+        .map(|d| expected_aggregate(d.district_id.clone(), &d.counts))
+        .collect();
+    assert_eq!(districts, want, "districts");
+    let state: Vec<AggregateView> = db
+        .query(&format!("SELECT 'state', {AGG} FROM state_chronic_absence"))
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        vec![expected_aggregate("state".into(), &expected.state)],
+        "state"
+    );
+}
