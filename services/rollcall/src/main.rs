@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use rollcall_config::{Config, LogFormat, Secrets};
 
 mod connectors;
+mod demo;
 mod dlq;
 mod ops;
 
@@ -52,6 +53,13 @@ enum Command {
         #[arg(long)]
         as_of: Option<String>,
     },
+    /// The whole job in one command: infrastructure, a simulated school year through the
+    /// real pipeline, a summary and the HTML report.
+    Demo(demo::DemoArgs),
+    /// Write the chronic-absence report (one self-contained HTML page) from the BI views.
+    Report(rollcall_report::cli::ReportArgs),
+    /// Serve the report live over HTTP.
+    Dashboard(rollcall_report::cli::DashboardArgs),
     /// Run SIS connectors (`[connectors.<name>]` sections), or list the kinds built in.
     Connector {
         #[command(subcommand)]
@@ -133,6 +141,12 @@ fn real_main() -> anyhow::Result<()> {
                 TopicsAction::Create => ops::create_topics(&cfg, &secrets).await,
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),
             },
+            Command::Demo(args) => demo::run(cfg, secrets, &args).await,
+            Command::Report(args) => rollcall_report::cli::run_report(&cfg, &secrets, &args).await,
+            Command::Dashboard(args) => {
+                let shutdown = rollcall_telemetry::shutdown_on_signals();
+                rollcall_report::cli::run_dashboard(&cfg, &secrets, &args, shutdown).await
+            }
             Command::Connector { action } => match action {
                 ConnectorAction::Run(args) => {
                     let shutdown = rollcall_telemetry::shutdown_on_signals();
