@@ -63,7 +63,8 @@ struct Summary {
     severe: Option<u64>,
 }
 
-const COLS: &str = "toNullable(toUInt64(students_enrolled)), toNullable(toUInt64(students_chronically_absent)), \
+const COLS: &str =
+    "toNullable(toUInt64(students_enrolled)), toNullable(toUInt64(students_chronically_absent)), \
     toNullable(toFloat64(chronic_absence_rate)), toNullable(toUInt64(students_satisfactory)), \
     toNullable(toUInt64(students_at_risk)), toNullable(toUInt64(students_moderate_chronic)), \
     toNullable(toUInt64(students_severe_chronic))";
@@ -76,7 +77,10 @@ fn print_rows(title: &str, rows: &[Summary]) {
     );
     let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "<10".into());
     for r in rows {
-        let rate = r.rate.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_else(|| "supp.".into());
+        let rate = r
+            .rate
+            .map(|v| format!("{:.1}%", v * 100.0))
+            .unwrap_or_else(|| "supp.".into());
         println!(
             "  {:<28} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
             r.name,
@@ -124,7 +128,10 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
     cfg.clickhouse.database = args.database.clone();
     let server = rollcall_clickhouse::connect_server(&cfg.clickhouse, &secrets);
     server
-        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database))
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {}",
+            cfg.clickhouse.database
+        ))
         .execute()
         .await
         .with_context(|| format!("resetting the demo database at {}", cfg.clickhouse.url))?;
@@ -142,9 +149,11 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
     let total_days = (through - world.first_day).num_days().max(1) as u64;
     let bar = ProgressBar::new(total_days);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} replaying {msg} [{bar:40}] day {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} replaying {msg} [{bar:40}] day {pos}/{len} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let started = Instant::now();
     let mut day = world.first_day;
@@ -176,12 +185,16 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
 
     let db = rollcall_clickhouse::connect(&cfg.clickhouse, &secrets);
     let state: Vec<Summary> = db
-        .query(&format!("SELECT 'state', {COLS} FROM state_chronic_absence"))
+        .query(&format!(
+            "SELECT 'state', {COLS} FROM state_chronic_absence"
+        ))
         .fetch_all()
         .await?;
     print_rows("State", &state);
     let districts: Vec<Summary> = db
-        .query(&format!("SELECT district_id, {COLS} FROM district_chronic_absence ORDER BY district_id"))
+        .query(&format!(
+            "SELECT district_id, {COLS} FROM district_chronic_absence ORDER BY district_id"
+        ))
         .fetch_all()
         .await?;
     print_rows("Districts", &districts);
@@ -194,7 +207,10 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
         .await?;
     print_rows("Worst schools (chronic absence rate)", &worst);
 
-    let report_args = rollcall_report::cli::ReportArgs { out: args.report.clone(), school_year: None };
+    let report_args = rollcall_report::cli::ReportArgs {
+        out: args.report.clone(),
+        school_year: None,
+    };
     rollcall_report::cli::run_report(&cfg, &secrets, &report_args).await?;
     println!("\nreport written to {}", args.report.display());
     println!(

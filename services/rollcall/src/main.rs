@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rollcall_config::{Config, LogFormat, Secrets};
 
+mod bench;
 mod connectors;
 mod demo;
 mod dlq;
@@ -56,6 +57,11 @@ enum Command {
     /// The whole job in one command: infrastructure, a simulated school year through the
     /// real pipeline, a summary and the HTML report.
     Demo(demo::DemoArgs),
+    /// Measure throughput through the real Kafka and ClickHouse (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
     /// Write the chronic-absence report (one self-contained HTML page) from the BI views.
     Report(rollcall_report::cli::ReportArgs),
     /// Serve the report live over HTTP.
@@ -121,6 +127,10 @@ fn real_main() -> anyhow::Result<()> {
     if cli.json_logs {
         cfg.telemetry.log_format = LogFormat::Json;
     }
+    if matches!(cli.command, Command::Demo(_) | Command::Bench { .. }) {
+        // These drive every service in one process: their progress is the output.
+        cfg.telemetry.log_level = "warn".into();
+    }
     rollcall_telemetry::init_logging(&cfg.telemetry);
     // The long-running services own their runtime and shutdown handling.
     match &cli.command {
@@ -142,6 +152,14 @@ fn real_main() -> anyhow::Result<()> {
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),
             },
             Command::Demo(args) => demo::run(cfg, secrets, &args).await,
+            Command::Bench { what } => match what {
+                bench::BenchCommand::Normalizer { records } => {
+                    bench::normalizer(&cfg, &secrets, records).await
+                }
+                bench::BenchCommand::Rollup { students } => {
+                    bench::rollup(&cfg, &secrets, students).await
+                }
+            },
             Command::Report(args) => rollcall_report::cli::run_report(&cfg, &secrets, &args).await,
             Command::Dashboard(args) => {
                 let shutdown = rollcall_telemetry::shutdown_on_signals();
