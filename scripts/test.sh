@@ -28,6 +28,13 @@ if ! cmp -s tests/ddl/requirements.txt "$venv/.requirements.txt"; then
   cp tests/ddl/requirements.txt "$venv/.requirements.txt"
 fi
 
+step "browser for the report test"
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium (headless report screenshots)"
+  [[ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]] || apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
+
 step "cargo test (workspace)"
 cargo test --workspace --locked
 
