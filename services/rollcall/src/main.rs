@@ -12,6 +12,7 @@ mod connectors;
 mod demo;
 mod dlq;
 mod ops;
+mod simulate;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,8 @@ enum Command {
     /// The whole job in one command: infrastructure, a simulated school year through the
     /// real pipeline, a summary and the HTML report.
     Demo(demo::DemoArgs),
+    /// The SIS simulator: an Ed-Fi ODS/API server, CSV exports, expected metrics.
+    Simulate(simulate::SimulateArgs),
     /// Measure throughput through the real Kafka and ClickHouse (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -152,6 +155,7 @@ fn real_main() -> anyhow::Result<()> {
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),
             },
             Command::Demo(args) => demo::run(cfg, secrets, &args).await,
+            Command::Simulate(args) => simulate::run(&args).await,
             Command::Bench { what } => match what {
                 bench::BenchCommand::Normalizer { records } => {
                     bench::normalizer(&cfg, &secrets, records).await
