@@ -56,8 +56,10 @@ const EDFI: &[Row] = &[
     ("Partial", None, ExcusedAbsence, 0.5),
     ("Suspended", None, OutOfSchoolSuspension, 1.0),
     ("Out of School Suspension", None, OutOfSchoolSuspension, 1.0),
+    ("Out-of-School Suspension", None, OutOfSchoolSuspension, 1.0),
     ("Expelled", None, OutOfSchoolSuspension, 1.0),
     ("In School Suspension", None, InSchoolSuspension, 1.0),
+    ("In-School Suspension", None, InSchoolSuspension, 1.0),
     ("Student Not Expected", None, NotEnrolled, 0.0),
 ];
 
@@ -136,56 +138,103 @@ fn powerschool_preset_maps_codes_only_with_their_presence_status() {
 }
 
 #[test]
-fn infinite_campus_preset_maps_status_by_excuse_and_never_unknown() {
-    assert_preset_is(
-        "infinite_campus",
-        &[
-            ("Present", Some(""), Present, 0.0),
-            ("Absent", Some("Excused"), ExcusedAbsence, 1.0),
-            ("Absent", Some("Unexcused"), UnexcusedAbsence, 1.0),
-            ("Absent", Some("Exempt"), Present, 0.0),
-            ("Tardy", Some(""), Tardy, 0.0),
-            ("Tardy", Some("Excused"), Tardy, 0.0),
-            ("Tardy", Some("Unexcused"), Tardy, 0.0),
-            ("Tardy", Some("Exempt"), Tardy, 0.0),
-            ("Early Release", Some(""), EarlyDeparture, 0.0),
-            ("Early Release", Some("Excused"), EarlyDeparture, 0.0),
-            ("Early Release", Some("Unexcused"), EarlyDeparture, 0.0),
-            ("Early Release", Some("Exempt"), EarlyDeparture, 0.0),
-        ],
-    );
+fn infinite_campus_preset_maps_status_by_excuse_in_words_or_letters_and_never_unknown() {
+    let mut rows: Vec<Row> = Vec::new();
+    let excuses: [(&'static str, &'static str); 3] =
+        [("Excused", "E"), ("Unexcused", "U"), ("Exempt", "X")];
+    for status in ["Present", "P"] {
+        rows.push((status, Some(""), Present, 0.0));
+    }
+    for status in ["Absent", "A"] {
+        for (word, letter) in excuses {
+            let (cat, f) = match word {
+                "Excused" => (ExcusedAbsence, 1.0),
+                "Unexcused" => (UnexcusedAbsence, 1.0),
+                _ => (Present, 0.0),
+            };
+            rows.push((status, Some(word), cat, f));
+            rows.push((status, Some(letter), cat, f));
+        }
+    }
+    for (statuses, cat) in [
+        (["Tardy", "T"], Tardy),
+        (["Early Release", "E"], EarlyDeparture),
+    ] {
+        for status in statuses {
+            rows.push((status, Some(""), cat, 0.0));
+            for (word, letter) in excuses {
+                rows.push((status, Some(word), cat, 0.0));
+                rows.push((status, Some(letter), cat, 0.0));
+            }
+        }
+    }
+    assert_preset_is("infinite_campus", &rows);
     let r = CodeMapRegistry::with_builtins();
-    for status in ["Absent", "Tardy", "Early Release", "Present"] {
+    for status in [
+        "Absent",
+        "Tardy",
+        "Early Release",
+        "Present",
+        "A",
+        "T",
+        "E",
+        "P",
+    ] {
         let err = r
             .lookup("d7", "infinite_campus", status, Some("Unknown"))
             .unwrap_err();
         assert!(matches!(err, LookupError::UnknownCode { .. }), "{status}");
     }
     assert!(r.lookup("d7", "infinite_campus", "Absent", None).is_err());
+    assert!(r.lookup("d7", "infinite_campus", "A", None).is_err());
+    assert!(
+        r.lookup("d7", "infinite_campus", "P", Some("X")).is_err(),
+        "present-exempt is district-defined"
+    );
 }
 
 #[test]
 fn skyward_preset_maps_attendance_type_categories_and_splits_absences_by_is_truant() {
-    assert_preset_is(
-        "skyward",
-        &[
-            ("Present", None, Present, 0.0),
-            ("Tardy", None, Tardy, 0.0),
-            ("Left Early", None, EarlyDeparture, 0.0),
-            ("Early Dismissal", None, EarlyDeparture, 0.0),
-            ("Out of School Suspension", None, OutOfSchoolSuspension, 1.0),
-            ("Suspension", None, OutOfSchoolSuspension, 1.0),
-            ("In School Suspension", None, InSchoolSuspension, 1.0),
-            ("Not Enrolled", None, NotEnrolled, 0.0),
-            ("Absent", Some("true"), UnexcusedAbsence, 1.0),
-            ("Absent", Some("false"), ExcusedAbsence, 1.0),
-            ("Half Day Absent", Some("true"), UnexcusedAbsence, 0.5),
-            ("Half Day Absent", Some("false"), ExcusedAbsence, 0.5),
-        ],
-    );
+    let mut rows: Vec<Row> = vec![
+        ("Present", None, Present, 0.0),
+        ("Tardy", None, Tardy, 0.0),
+        ("Left Early", None, EarlyDeparture, 0.0),
+        ("LeftEarly", None, EarlyDeparture, 0.0),
+        ("Early Dismissal", None, EarlyDeparture, 0.0),
+        ("EarlyDismissal", None, EarlyDeparture, 0.0),
+        ("Excused", None, ExcusedAbsence, 1.0),
+        ("Unexcused", None, UnexcusedAbsence, 1.0),
+        ("Out of School Suspension", None, OutOfSchoolSuspension, 1.0),
+        ("OutOfSchoolSuspension", None, OutOfSchoolSuspension, 1.0),
+        ("Suspension", None, OutOfSchoolSuspension, 1.0),
+        ("In School Suspension", None, InSchoolSuspension, 1.0),
+        ("InSchoolSuspension", None, InSchoolSuspension, 1.0),
+        ("Not Enrolled", None, NotEnrolled, 0.0),
+        ("NotEnrolled", None, NotEnrolled, 0.0),
+    ];
+    for (code, f) in [
+        ("Absent", 1.0),
+        ("Half Day Absent", 0.5),
+        ("HalfDayAbsent", 0.5),
+    ] {
+        for (truant, cat) in [("true", UnexcusedAbsence), ("Y", UnexcusedAbsence)] {
+            rows.push((code, Some(truant), cat, f));
+        }
+        for (truant, cat) in [("false", ExcusedAbsence), ("N", ExcusedAbsence)] {
+            rows.push((code, Some(truant), cat, f));
+        }
+    }
+    assert_preset_is("skyward", &rows);
     let r = CodeMapRegistry::with_builtins();
     assert!(r.lookup("d1", "skyward", "Absent", None).is_err());
     assert!(r.lookup("d1", "skyward", "Absent", Some("TRUE")).is_ok());
+    assert_eq!(
+        r.lookup("d1", "skyward", "Excused", Some("Y"))
+            .unwrap()
+            .category,
+        ExcusedAbsence,
+        "the category says the excuse"
+    );
 }
 
 #[test]

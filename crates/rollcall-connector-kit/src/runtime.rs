@@ -62,6 +62,17 @@ pub async fn run(
         rollcall_telemetry::serve_health(host, *port, health.clone(), shutdown.clone()).await?;
     }
 
+    // The transactional producer first: initialising it fences a previous instance of
+    // this connector (e.g. one that was killed) and aborts its open transaction, so the
+    // read_committed checkpoint read below is not held up by it and sees exactly the
+    // last committed checkpoint.
+    let c = client.clone();
+    let txn_id = format!("{}-connector-{id}", cfg.kafka.topic_prefix);
+    let producer = Arc::new(
+        tokio::task::spawn_blocking(move || TxnProducer::new(&c, &txn_id))
+            .await?
+            .with_context(|| format!("connecting to Kafka at {}", cfg.kafka.brokers))?,
+    );
     let cp_topic = topics.connector_checkpoints();
     let (c, t, i) = (client.clone(), cp_topic.clone(), id.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_checkpoint(&c, &t, &i))
@@ -71,13 +82,6 @@ pub async fn run(
         Some(cp) => tracing::info!(connector = %id, checkpoint = %cp.0, "resuming"),
         None => tracing::info!(connector = %id, "no checkpoint: starting from the beginning"),
     }
-    let c = client.clone();
-    let txn_id = format!("{}-connector-{id}", cfg.kafka.topic_prefix);
-    let producer = Arc::new(
-        tokio::task::spawn_blocking(move || TxnProducer::new(&c, &txn_id))
-            .await?
-            .with_context(|| format!("connecting to Kafka at {}", cfg.kafka.brokers))?,
-    );
     health.set_ready(true);
 
     let mut summary = RunSummary::default();

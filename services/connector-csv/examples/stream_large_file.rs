@@ -27,7 +27,11 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let mib: u64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(2048);
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(2048);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("attendance_large.csv");
     let t = Instant::now();
@@ -51,7 +55,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let size = std::fs::metadata(&path)?.len();
-    eprintln!("wrote {:.0} MiB in {:.1?}; peak RSS so far {:.1} MiB", size as f64 / 1048576.0, t.elapsed(), peak_rss_mib());
+    eprintln!(
+        "wrote {:.0} MiB in {:.1?}; peak RSS so far {:.1} MiB",
+        size as f64 / 1048576.0,
+        t.elapsed(),
+        peak_rss_mib()
+    );
     let before = peak_rss_mib();
 
     let cfg: CsvConfig = serde_json::from_value(serde_json::json!({
@@ -64,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let b = c.next_batch(cp.as_ref()).await?;
         rows += b.records.len() as u64 + b.dead_letters.len() as u64;
-        bytes_out += b.records.iter().map(|r| rollcall_avro::encode_raw(&r.envelope).len() as u64).sum::<u64>();
+        bytes_out += b
+            .records
+            .iter()
+            .map(|r| rollcall_avro::encode_raw(&r.envelope).len() as u64)
+            .sum::<u64>();
         let done = b.caught_up;
         cp = Some(b.checkpoint);
         if done {
@@ -72,9 +85,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("file           {:.0} MiB, {rows} rows", size as f64 / 1048576.0);
-    println!("throughput     {:.0} rows/s, {:.0} MiB/s (parse + map + Avro encode, one core)", rows as f64 / secs, size as f64 / 1048576.0 / secs);
+    println!(
+        "file           {:.0} MiB, {rows} rows",
+        size as f64 / 1048576.0
+    );
+    println!(
+        "throughput     {:.0} rows/s, {:.0} MiB/s (parse + map + Avro encode, one core)",
+        rows as f64 / secs,
+        size as f64 / 1048576.0 / secs
+    );
     println!("raw envelopes  {:.0} MiB", bytes_out as f64 / 1048576.0);
-    println!("peak RSS       {:.1} MiB (before reading: {before:.1} MiB)", peak_rss_mib());
+    println!(
+        "peak RSS       {:.1} MiB (before reading: {before:.1} MiB)",
+        peak_rss_mib()
+    );
     Ok(())
 }

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod presets;
-mod rows;
+pub mod rows;
 
-pub use presets::{preset, Preset, PRESETS};
-use rows::{RowError, RowReader};
+pub use presets::{preset, Column, Other, Preset, Transform, PRESETS};
+pub use rows::{Row, RowError, RowReader};
 
 /// The registration the `rollcall` CLI lists.
 pub const FACTORY: Factory = Factory {
@@ -135,11 +135,7 @@ impl CsvConnector {
             let e: Entity = entity
                 .parse()
                 .map_err(|_| anyhow::anyhow!("connectors.{name}.columns.{entity}: not an entity (attendance, enrollment, calendar)"))?;
-            let map = match e {
-                Entity::Attendance => &mut preset.attendance,
-                Entity::Enrollment => &mut preset.enrollment,
-                Entity::Calendar => &mut preset.calendar,
-            };
+            let map = preset.columns_mut(e);
             for (field, header) in cols {
                 let f = rows::FIELDS
                     .iter()
@@ -150,7 +146,16 @@ impl CsvConnector {
                             rows::FIELDS
                         )
                     })?;
-                map.insert(f, header.clone());
+                // The preset's value rule for the field stays (e.g. PowerSchool's
+                // exclusive exit date), whatever the column is called.
+                let transform = map.get(f).and_then(|c| c.transform);
+                map.insert(
+                    f,
+                    Column {
+                        headers: vec![header.clone()],
+                        transform,
+                    },
+                );
             }
         }
         let encoding = match cfg.encoding.to_ascii_lowercase().as_str() {
@@ -484,14 +489,17 @@ fn batch(
     }
 }
 
-/// `source_system` is the preset's SIS (`powerschool`, ...): it picks the district's code
-/// map in the normalizer.
-fn to_record(
+/// The raw record of one row. `source_system` is the preset's SIS (`powerschool`, ...):
+/// it picks the district's code map in the normalizer; `source` is the connector id.
+/// Attendance is keyed by school, student and date (one daily record per student-day),
+/// enrollment by school, student and entry date, calendars by school, calendar code and
+/// date.
+pub fn to_record(
     district: &str,
     source_system: &str,
     source: &str,
     entity: Entity,
-    mut row: rows::Row,
+    mut row: Row,
     version: i64,
 ) -> RawRecord {
     let op = row.fields.remove("operation").unwrap_or_default();

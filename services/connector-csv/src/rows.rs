@@ -7,7 +7,7 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rollcall_connector_kit::Entity;
 
-use crate::presets::{required, ColumnMap, DATE_FIELDS};
+use crate::presets::{required, ColumnMap, Other, Transform, DATE_FIELDS};
 use crate::Encoding;
 
 /// Every canonical flat field a preset may map.
@@ -36,6 +36,7 @@ pub const FIELDS: [&str; 19] = [
 /// Longest field accepted, in bytes (a runaway quote can swallow a whole file).
 const MAX_FIELD_BYTES: usize = 4096;
 
+/// One data row: its physical line and its canonical flat fields (empty ones left out).
 pub struct Row {
     pub line: u64,
     pub fields: BTreeMap<String, String>,
@@ -61,10 +62,18 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// A column read into a field.
+struct Bound {
+    field: &'static str,
+    column: usize,
+    header: String,
+    transform: Option<Transform>,
+}
+
+/// Reads one export's rows as canonical flat fields.
 pub struct RowReader<R: Read> {
     csv: csv::Reader<R>,
-    /// (field, column index, header text)
-    index: Vec<(&'static str, usize, String)>,
+    index: Vec<Bound>,
     width: usize,
     encoding: crate::Encoding,
     date_formats: &'static [&'static str],
@@ -127,21 +136,7 @@ impl<R: Read> RowReader<R> {
             names.push(name.trim().to_string());
         }
         let next_line = 2 + line_breaks(&headers);
-        let mut index = Vec::new();
-        for (field, header) in &columns {
-            match names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(header.trim()))
-            {
-                Some(i) => index.push((*field, i, header.clone())),
-                None if required(entity).contains(field) => {
-                    return Err(format!(
-                    "required column `{header}` (for {field}) is missing; the header has {names:?}"
-                ))
-                }
-                None => {}
-            }
-        }
+        let index = bind(&columns, &names, entity)?;
         Ok(RowReader {
             csv,
             index,
@@ -216,8 +211,9 @@ impl<R: Read> RowReader<R> {
             );
         }
         let mut fields = BTreeMap::new();
-        for (field, i, header) in &self.index {
-            let bytes = self.record.get(*i).unwrap_or_default();
+        for b in &self.index {
+            let header = &b.header;
+            let bytes = self.record.get(b.column).unwrap_or_default();
             if bytes.len() > MAX_FIELD_BYTES {
                 return bad(
                     self,
@@ -230,12 +226,37 @@ impl<R: Read> RowReader<R> {
             let Ok(text) = decode(bytes, self.encoding) else {
                 return bad(self, format!("column `{header}` is not valid UTF-8 (set encoding = \"windows-1252\" or \"auto\")"));
             };
-            let text = text.trim().to_string();
+            let mut text = text.trim().to_string();
+            if let Some(Transform::Lookup { table, other }) = b.transform {
+                text = match table.iter().find(|(k, _)| k.eq_ignore_ascii_case(&text)) {
+                    Some((_, v)) => (*v).to_string(),
+                    None => match other {
+                        Other::Keep => text,
+                        Other::Value(v) => v.to_string(),
+                        Other::Reject => {
+                            let known: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+                            return bad(
+                                self,
+                                format!("column `{header}`: `{text}` is not one of {known:?}"),
+                            );
+                        }
+                    },
+                };
+            }
             if text.is_empty() {
                 continue;
             }
-            let value = if DATE_FIELDS.contains(field) {
+            let value = if DATE_FIELDS.contains(&b.field) {
                 match parse_date(&text, self.date_formats) {
+                    Some(d) if b.transform == Some(Transform::DayBefore) => match d.pred_opt() {
+                        Some(d) => d.format("%Y-%m-%d").to_string(),
+                        None => {
+                            return bad(
+                                self,
+                                format!("column `{header}`: `{text}` has no day before it"),
+                            )
+                        }
+                    },
                     Some(d) => d.format("%Y-%m-%d").to_string(),
                     None => {
                         return bad(
@@ -247,24 +268,89 @@ impl<R: Read> RowReader<R> {
                         )
                     }
                 }
+            } else if let Some(Transform::Add(n)) = b.transform {
+                match text.parse::<i64>().ok().and_then(|v| v.checked_add(n)) {
+                    Some(v) => v.to_string(),
+                    None => {
+                        return bad(
+                            self,
+                            format!("column `{header}`: `{text}` is not a whole number"),
+                        )
+                    }
+                }
             } else {
                 text
             };
-            fields.insert((*field).to_string(), value);
+            fields.insert(b.field.to_string(), value);
         }
         for field in required(self.entity) {
             if !fields.contains_key(*field) {
                 let header = self
                     .index
                     .iter()
-                    .find(|(f, _, _)| f == field)
-                    .map(|(_, _, h)| h.as_str())
+                    .find(|b| b.field == *field)
+                    .map(|b| b.header.as_str())
                     .unwrap_or("?");
                 return bad(self, format!("{field} (column `{header}`) is empty"));
             }
         }
         Some(Ok(Row { line, fields }))
     }
+}
+
+/// Which column each mapped field reads: a field's first header when the file has it
+/// (several fields may read the same column that way); otherwise its first fallback
+/// header that the file has and no other field reads. A required field with none of its
+/// headers refuses the file.
+fn bind(columns: &ColumnMap, names: &[String], entity: Entity) -> Result<Vec<Bound>, String> {
+    let find = |h: &str| names.iter().position(|n| n.eq_ignore_ascii_case(h.trim()));
+    let mut bound: Vec<Bound> = Vec::new();
+    let ordered = || {
+        FIELDS
+            .iter()
+            .filter_map(|f| columns.get_key_value(f).map(|(k, c)| (*k, c)))
+    };
+    for (field, col) in ordered() {
+        if let Some(i) = col.headers.first().and_then(|h| find(h)) {
+            bound.push(Bound {
+                field,
+                column: i,
+                header: col.headers[0].clone(),
+                transform: col.transform,
+            });
+        }
+    }
+    for (field, col) in ordered() {
+        if bound.iter().any(|b| b.field == field) {
+            continue;
+        }
+        for h in col.headers.iter().skip(1) {
+            match find(h) {
+                Some(i) if !bound.iter().any(|b| b.column == i) => {
+                    bound.push(Bound {
+                        field,
+                        column: i,
+                        header: h.clone(),
+                        transform: col.transform,
+                    });
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    for field in required(entity) {
+        if !bound.iter().any(|b| b.field == *field) {
+            let headers = columns
+                .get(field)
+                .map(|c| c.headers.join("` or `"))
+                .unwrap_or_else(|| "?".into());
+            return Err(format!(
+                "required column `{headers}` (for {field}) is missing; the header has {names:?}"
+            ));
+        }
+    }
+    Ok(bound)
 }
 
 /// The date in the first format that parses it; a trailing time (`00:00`) is ignored.

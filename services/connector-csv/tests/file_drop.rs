@@ -102,9 +102,9 @@ async fn one_export_of_each_preset_is_ingested() {
         ("powerschool", "attendance_ps.csv",
          b"\xEF\xBB\xBFSchoolID,Student_Number,Att_Date,Att_Code,Presence_Status_CD,Total_Minutes,Att_Comment\r\n101,S1,09/03/2024,A,Absent,,\"sick, fever\"\r\n"),
         ("infinite_campus", "attendance_ic.csv",
-         b"schoolNumber,studentNumber,date,status,excuse,minutesAbsent,minutesInDay,comments\n7,S1,09/03/2024,A,U,,,caf\xe9\n"),
+         b"schoolID,studentNumber,date,status,excuse,absentMinutes,scheduledMinutes,comments\n7,S1,2024-09-03,A,U,,,caf\xe9\n"),
         ("skyward", "attendance_sk.csv",
-         b"School Code,Student ID,Attendance Date,Attendance Type Code,Attendance Category,Day Fraction,Reason\n9,S1,09/03/2024,EX,Excused,0.5,\n"),
+         b"SchoolID,StudentNumber,AttendanceDate,AttendanceTypeCode,Category,IsTruant,DayValue,Comment\r\n9,S1,9/3/2024,EXH,Excused,N,0.5,\r\n"),
         ("aeries", "attendance_ae.csv", b"SC,SN,DT,AL\n3,1001,09/03/2024,U\n"),
     ];
     for (preset, file, body) in files {

@@ -1,6 +1,7 @@
 //! The HTTP side of an Ed-Fi ODS/API host: OAuth2 client credentials (refreshed before
-//! expiry, retried once on 401), rate limiting, and mapping of HTTP failures to
-//! transient (429, 5xx, network) or fatal (other 4xx) connector errors.
+//! expiry, and at once on a 401), rate limiting, and mapping of HTTP failures to
+//! transient (429, 5xx, network, a 401 right after a fresh token) or fatal (other 4xx)
+//! connector errors.
 
 use std::time::{Duration, Instant};
 
@@ -137,8 +138,12 @@ impl EdfiClient {
             }
             return check(resp, &url).await;
         }
-        Err(ConnectorError::fatal(format!(
-            "GET {url}: 401 again after a fresh token; the client lacks access to this resource"
+        // A token refused right after it was issued was most likely invalidated in
+        // between (a host restart, a token cache flush): try again later with another
+        // one. Bad credentials fail at the token endpoint (fatal), and a client without
+        // access to a resource gets 403 (fatal).
+        Err(ConnectorError::transient(format!(
+            "GET {url}: 401 again right after a fresh token; retrying with a new one"
         )))
     }
 
