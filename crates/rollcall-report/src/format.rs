@@ -40,14 +40,14 @@ pub fn school_year(year: u16) -> String {
 }
 
 fn group_thousands(digits: &str) -> String {
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
+    let mut rev = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().rev().enumerate() {
+        if i > 0 && i % 3 == 0 {
+            rev.push(',');
         }
-        out.push(c);
+        rev.push(c);
     }
-    out
+    rev.chars().rev().collect()
 }
 
 /// Escape text for HTML element content and double- or single-quoted attributes.

@@ -135,10 +135,10 @@ fn header(h: &mut String, data: &ReportData, title: &str) {
         .and_then(|s| s.as_of_date)
         .map(|d| format!("As of {d}. "))
         .unwrap_or_default();
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header><div><h1>{}</h1><p class=\"sub\">{}Read from the BI views of database \
-         <code>{}</code>; generated {}.</p></div></header>\n",
+         <code>{}</code>; generated {}.</p></div></header>",
         esc(title),
         as_of,
         esc(&data.database),
@@ -166,48 +166,33 @@ fn suppressed_span(attrs: &str) -> String {
 fn kpis(h: &mut String, data: &ReportData) {
     h.push_str("<section class=\"kpis\">\n");
     let figures = data.state.as_ref().map(|s| &s.figures);
-    let cards: [(&str, &str, Box<dyn Fn(&Figures) -> (String, String)>); 4] = [
-        (
-            "Chronically absent (state)",
-            "chronic_absence_rate",
-            Box::new(|f| {
-                (
-                    exact(f.chronic_absence_rate),
-                    percent(f.chronic_absence_rate),
-                )
-            }),
-        ),
-        (
-            "Students enrolled ≥ 10 days",
-            "students_enrolled",
-            Box::new(|f| (f.students_enrolled.to_string(), count(f.students_enrolled))),
-        ),
-        (
-            "Chronically absent students",
-            "students_chronically_absent",
-            Box::new(|f| {
-                (
-                    f.students_chronically_absent.to_string(),
-                    count(f.students_chronically_absent),
-                )
-            }),
-        ),
-        (
-            "Severe chronic (≥ 20%)",
-            "students_severe_chronic",
-            Box::new(|f| {
-                (
-                    f.tiers.severe_chronic.to_string(),
-                    count(f.tiers.severe_chronic),
-                )
-            }),
-        ),
+    let cards = [
+        ("Chronically absent (state)", "chronic_absence_rate"),
+        ("Students enrolled ≥ 10 days", "students_enrolled"),
+        ("Chronically absent students", "students_chronically_absent"),
+        ("Severe chronic (≥ 20%)", "students_severe_chronic"),
     ];
-    for (label, metric, get) in cards.iter() {
+    // (data-value, visible text) of a KPI
+    let get = |f: &Figures, metric: &str| match metric {
+        "chronic_absence_rate" => (
+            exact(f.chronic_absence_rate),
+            percent(f.chronic_absence_rate),
+        ),
+        "students_enrolled" => (f.students_enrolled.to_string(), count(f.students_enrolled)),
+        "students_chronically_absent" => (
+            f.students_chronically_absent.to_string(),
+            count(f.students_chronically_absent),
+        ),
+        _ => (
+            f.tiers.severe_chronic.to_string(),
+            count(f.tiers.severe_chronic),
+        ),
+    };
+    for (label, metric) in cards {
         let _ = write!(h, "<div class=\"kpi\"><div class=\"label\">{label}</div>");
         match figures {
             Some(Published::Value(f)) => {
-                let (value, text) = get(f);
+                let (value, text) = get(f, metric);
                 let _ = write!(
                     h,
                     "<div class=\"num\" data-chart=\"kpi\" data-scope=\"state\" \
@@ -271,7 +256,8 @@ fn rate_bars(h: &mut String, bars: RateBars<'_>) {
         .fold(0.0_f64, f64::max);
     let axis_max = rate_axis_max(max);
     let scale = |r: f64| x0 + (x1 - x0) * (r.clamp(0.0, axis_max) / axis_max);
-    let height = TOP + ROW * bars.rows.len() as f64 + 6.0;
+    let bars_end = TOP + ROW * bars.rows.len() as f64;
+    let height = bars_end + if bars.reference.is_some() { 22.0 } else { 6.0 };
     svg_open(h, W as u32, height as u32, bars.chart);
     // grid lines every 10% (5% when the axis is short)
     let step = if axis_max <= 0.2 { 0.05 } else { 0.1 };
@@ -283,14 +269,15 @@ fn rate_bars(h: &mut String, bars: RateBars<'_>) {
             "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{y1:.1}\" stroke=\"#e5e7eb\"/>\
              <text class=\"axis\" x=\"{x:.1}\" y=\"12\" text-anchor=\"middle\">{p:.0}%</text>",
             y0 = TOP - 6.0,
-            y1 = height - 4.0,
+            y1 = bars_end,
             p = t * 100.0
         );
         t += step;
     }
     for (i, r) in bars.rows.iter().enumerate() {
         let y = TOP + ROW * i as f64;
-        let (label, key_attrs) = row_label(r);
+        // about 6.5 px per character at 12 px
+        let (label, key_attrs) = row_label(r, (bars.label_w / 6.5) as usize);
         let _ = write!(
             h,
             "<text x=\"{lx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
@@ -309,7 +296,7 @@ fn rate_bars(h: &mut String, bars: RateBars<'_>) {
                      fill=\"{fill}\"/><text x=\"{tx:.1}\" y=\"{ty:.1}\">{p}</text></g>",
                     c = bars.chart,
                     v = exact(rate),
-                    tl = label,
+                    tl = esc(&plain_name(r)),
                     p = percent(rate),
                     n = count(f.students_chronically_absent),
                     e = count(f.students_enrolled),
@@ -338,39 +325,78 @@ fn rate_bars(h: &mut String, bars: RateBars<'_>) {
             h,
             "<g data-chart=\"{c}\" data-scope=\"state\" data-metric=\"chronic_absence_rate\" \
              data-value=\"{v}\"><line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{y1:.1}\" \
-             stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text class=\"axis strong\" x=\"{tx:.1}\" \
-             y=\"{ty:.1}\" text-anchor=\"end\">state {p}</text></g>",
+             stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text class=\"axis strong\" x=\"{x:.1}\" \
+             y=\"{ty:.1}\" text-anchor=\"middle\">state {p}</text></g>",
             c = bars.chart,
             v = exact(r),
             y0 = TOP - 4.0,
-            y1 = height - 2.0,
-            tx = W - 2.0,
-            ty = 12.0,
+            y1 = bars_end + 4.0,
+            ty = bars_end + 16.0,
             p = percent(r),
         );
     }
     h.push_str("</svg>\n");
 }
 
-/// The visible label of a row and the attributes that identify it.
-fn row_label(r: &AggregateRow) -> (String, String) {
+/// The full name of a row as plain text.
+fn plain_name(r: &AggregateRow) -> String {
+    match (r.district_id.is_empty(), r.school_id.is_empty()) {
+        (true, _) => "State".into(),
+        (false, true) => r.district_id.clone(),
+        (false, false) => format!("{} ({})", r.school_id, r.district_id),
+    }
+}
+
+/// `s` in at most `max` characters, escaped: a long name keeps its start and its end
+/// (where ids and numbers that tell similar names apart usually are).
+fn fit(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return esc(s);
+    }
+    let keep = max.saturating_sub(1);
+    let head = keep.div_ceil(2);
+    let tail = keep - head;
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(n - tail).collect();
+    format!("{}…{}", esc(&start), esc(&end))
+}
+
+/// The visible SVG label of a row (at most `max` characters, the full name as a
+/// tooltip when cut) and the attributes that identify the row.
+fn row_label(r: &AggregateRow, max: usize) -> (String, String) {
     if r.district_id.is_empty() {
         ("State".into(), " data-scope=\"state\"".into())
     } else if r.school_id.is_empty() {
+        let mut label = fit(&r.district_id, max);
+        if r.district_id.chars().count() > max {
+            label.push_str(&format!("<title>{}</title>", esc(&r.district_id)));
+        }
         (
-            esc(&r.district_id),
+            label,
             format!(
                 " data-scope=\"district\" data-district=\"{}\"",
                 esc(&r.district_id)
             ),
         )
     } else {
-        (
+        let (school, district) = (r.school_id.chars().count(), r.district_id.chars().count());
+        let label = if school + 1 + district <= max {
             format!(
                 "{} <tspan class=\"axis\">{}</tspan>",
                 esc(&r.school_id),
                 esc(&r.district_id)
-            ),
+            )
+        } else {
+            format!(
+                "{}<title>{} ({})</title>",
+                fit(&r.school_id, max),
+                esc(&r.school_id),
+                esc(&r.district_id)
+            )
+        };
+        (
+            label,
             format!(
                 " data-scope=\"school\" data-district=\"{}\" data-school=\"{}\"",
                 esc(&r.district_id),
@@ -426,11 +452,11 @@ fn district_rates(h: &mut String, data: &ReportData) {
 }
 
 fn school_rates(h: &mut String, data: &ReportData) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"card\"><h2>Schools with the highest chronic absence</h2>\
          <p class=\"note\">The {MAX_SCHOOL_BARS} worst published schools (school, then district). \
-         A student counts at each school attended.</p>\n"
+         A student counts at each school attended.</p>"
     );
     let (published, suppressed) = worst_first(&data.schools);
     if published.is_empty() && suppressed.is_empty() {
@@ -446,7 +472,7 @@ fn school_rates(h: &mut String, data: &ReportData) {
             RateBars {
                 chart: "school-rate",
                 rows,
-                label_w: 190.0,
+                label_w: 210.0,
                 reference: state_rate(data),
             },
         );
@@ -488,15 +514,30 @@ struct StackRow<'a> {
     label: String,
     key_attrs: String,
     strong: bool,
-    /// (metric, value attr, visible text, share of the bar, color)
-    parts: Option<Vec<(&'a str, String, String, f64, &'a str)>>,
+    /// None when suppressed.
+    parts: Option<Vec<Segment<'a>>>,
 }
+
+/// One part of a stacked bar.
+struct Segment<'a> {
+    metric: &'a str,
+    /// The exact value for `data-value`.
+    value: String,
+    /// The value as shown.
+    text: String,
+    /// Share of the bar, in [0, 1].
+    share: f64,
+    color: &'a str,
+}
+
+/// Label characters that fit the stacked charts' label column.
+const STACK_LABEL_CHARS: usize = 23;
 
 fn stacked_bars(h: &mut String, chart: &str, headers: &[&str], col_w: f64, rows: &[StackRow<'_>]) {
     const W: f64 = 600.0;
     const ROW: f64 = 24.0;
     const TOP: f64 = 22.0;
-    let label_w = 130.0;
+    let label_w = 150.0;
     let x0 = label_w + 10.0;
     let cols = headers.len() as f64;
     let x1 = W - cols * col_w - 12.0;
@@ -534,7 +575,14 @@ fn stacked_bars(h: &mut String, chart: &str, headers: &[&str], col_w: f64, rows:
                     by = y + 1.0,
                     w = x1 - x0
                 );
-                for (j, (metric, value, text, share, color)) in parts.iter().enumerate() {
+                for (j, seg) in parts.iter().enumerate() {
+                    let Segment {
+                        metric,
+                        value,
+                        text,
+                        share,
+                        color,
+                    } = seg;
                     let w = (x1 - x0) * share.clamp(0.0, 1.0);
                     let _ = write!(
                         h,
@@ -599,21 +647,19 @@ fn tier_distribution(h: &mut String, data: &ReportData) {
     let (published, suppressed) = worst_first(&data.districts);
     let mut rows: Vec<StackRow> = Vec::new();
     let mut push = |r: &AggregateRow, strong: bool| {
-        let (label, key_attrs) = row_label(r);
+        let (label, key_attrs) = row_label(r, STACK_LABEL_CHARS);
         let parts = r.figures.value().map(|f| {
             let total = f.tiers.total().max(1) as f64;
             f.tiers
                 .parts()
                 .iter()
                 .zip(TIER_COLORS)
-                .map(|((tier, n), color)| {
-                    (
-                        tier.column(),
-                        n.to_string(),
-                        count(*n),
-                        *n as f64 / total,
-                        color,
-                    )
+                .map(|((tier, n), color)| Segment {
+                    metric: tier.column(),
+                    value: n.to_string(),
+                    text: count(*n),
+                    share: *n as f64 / total,
+                    color,
                 })
                 .collect()
         });
@@ -642,7 +688,7 @@ fn tier_distribution(h: &mut String, data: &ReportData) {
         h,
         "tiers",
         &["Satisf.", "At risk", "Moderate", "Severe"],
-        52.0,
+        60.0,
         &rows,
     );
     h.push_str("</section>\n");
@@ -696,33 +742,24 @@ fn absence_breakdown(h: &mut String, data: &ReportData) {
                 as_of_date: None,
                 figures: Published::Suppressed,
             };
-            let (label, key_attrs) = row_label(&agg);
+            let (label, key_attrs) = row_label(&agg, STACK_LABEL_CHARS);
             let parts = b.days.value().map(|&(e, u, s)| {
                 let total = e + u + s;
                 let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
-                vec![
-                    (
-                        "days_absent_excused",
-                        exact(e),
-                        days(e),
-                        share(e),
-                        BREAKDOWN_COLORS[0],
-                    ),
-                    (
-                        "days_absent_unexcused",
-                        exact(u),
-                        days(u),
-                        share(u),
-                        BREAKDOWN_COLORS[1],
-                    ),
-                    (
-                        "days_suspended",
-                        exact(s),
-                        days(s),
-                        share(s),
-                        BREAKDOWN_COLORS[2],
-                    ),
+                [
+                    ("days_absent_excused", e, BREAKDOWN_COLORS[0]),
+                    ("days_absent_unexcused", u, BREAKDOWN_COLORS[1]),
+                    ("days_suspended", s, BREAKDOWN_COLORS[2]),
                 ]
+                .into_iter()
+                .map(|(metric, x, color)| Segment {
+                    metric,
+                    value: exact(x),
+                    text: days(x),
+                    share: share(x),
+                    color,
+                })
+                .collect()
             });
             StackRow {
                 strong: b.district_id.is_empty(),
@@ -736,7 +773,7 @@ fn absence_breakdown(h: &mut String, data: &ReportData) {
         h,
         "absence-breakdown",
         &["Excused", "Unexcused", "Suspension"],
-        66.0,
+        76.0,
         &rows,
     );
     h.push_str("</section>\n");
@@ -767,7 +804,8 @@ fn trend(h: &mut String, data: &ReportData) {
          <p class=\"note\">Share of students chronically absent as of each instructional date \
          (their days from the start of the year to that date), summed over the schools whose \
          figures are published that day; suppressed schools are left out. School-level \
-         counting. Hover a point for its numbers; month ends are in the table.</p>\n",
+         counting (a student counts at each school attended), so the last value can differ \
+         slightly from the district and state rates above. Hover a point for its numbers; month ends are in the table.</p>\n",
     );
     let all = trend_series(&data.trend);
     if all.is_empty() {
@@ -918,7 +956,7 @@ fn trend(h: &mut String, data: &ReportData) {
             ty = y + 4.0,
             vx = W - 6.0,
             cls = if s.is_state() { " class=\"strong\"" } else { "" },
-            label = esc(&series_label(s)),
+            label = fit(&series_label(s), 20),
             attrs = series_attrs(s),
             d = p.date,
             v = exact(p.rate()),
@@ -985,7 +1023,7 @@ const TABLE_METRICS: [&str; 7] = [
 ];
 
 fn table_cells(h: &mut String, r: &AggregateRow, chart: &str) {
-    let (_, key) = row_label(r);
+    let (_, key) = row_label(r, usize::MAX);
     match &r.figures {
         Published::Value(f) => {
             let cells: [(String, String); 7] = [
@@ -1066,12 +1104,12 @@ fn summary_table(h: &mut String, data: &ReportData) {
                 .cmp(&b.district_id)
                 .then_with(|| a.school_id.cmp(&b.school_id))
         });
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<details><summary>All schools ({})</summary><div class=\"scroll\"><table><thead><tr>\
              <th>School</th><th>District</th><th>As of</th><th>Enrolled</th>\
              <th>Chronically absent</th><th>Rate</th><th>Satisfactory</th><th>At risk</th>\
-             <th>Moderate</th><th>Severe</th></tr></thead><tbody>\n",
+             <th>Moderate</th><th>Severe</th></tr></thead><tbody>",
             schools.len()
         );
         for r in schools {
@@ -1309,6 +1347,22 @@ mod tests {
         assert!(!html.contains("NaN"));
         assert!(html.contains("No published trend yet"));
         assert!(suppressed_texts(&html).len() >= 5);
+    }
+
+    #[test]
+    fn long_names_keep_their_start_and_end() {
+        assert_eq!(fit("Springfield Unified 34", 30), "Springfield Unified 34");
+        assert_eq!(
+            fit("Springfield Unified School District 34", 15),
+            "Springf…rict 34"
+        );
+        assert_eq!(fit("<<<<<<<<<<>>>>", 5), "&lt;&lt;…&gt;&gt;");
+        assert_eq!(
+            fit("Springfield Unified School District 34", 15)
+                .chars()
+                .count(),
+            15
+        );
     }
 
     #[test]
