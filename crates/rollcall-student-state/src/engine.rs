@@ -3,7 +3,7 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use hashbrown::{HashMap, HashTable};
 use rollcall_model::{AttendanceEvent, CalendarDay, Enrollment, Operation};
 use rollcall_policy::{self as policy, InvalidPolicy, MissingDayRule, Policy, Tier};
@@ -65,8 +65,10 @@ pub enum StateError {
 
 /// Days since 1970-01-01 in `u16` (`u16::MAX` is reserved for "no exit date").
 pub(crate) fn epoch_day(d: NaiveDate) -> Option<u16> {
-    let n = d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"));
-    u16::try_from(n.num_days()).ok().filter(|&v| v < u16::MAX)
+    // 719_163 = days from 0001-01-01 (CE day 1) to 1970-01-01
+    u16::try_from(d.num_days_from_ce() - 719_163)
+        .ok()
+        .filter(|&v| v < u16::MAX)
 }
 
 pub(crate) fn from_epoch_day(d: u16) -> NaiveDate {
@@ -232,6 +234,8 @@ pub struct StateCensus {
 pub struct RollupState {
     policy: Policy,
     rules: DayRules,
+    /// First day of each school year FIRST_YEAR..=LAST_YEAR, when representable.
+    year_starts: Vec<Option<u16>>,
     as_of: u16,
     /// The as-of date at the last drain, when it changed since.
     as_of_prev: Option<u16>,
@@ -270,6 +274,9 @@ pub struct RollupState {
 }
 
 const STUDENT_CHUNK: usize = 1 << 14;
+/// School years with a table entry: their first day fits the `u16` day numbers.
+const FIRST_YEAR: u16 = 1970;
+const LAST_YEAR: u16 = 2150;
 
 /// Bits `from..to` set.
 fn range_bits(from: usize, to: usize) -> YearBits {
@@ -308,8 +315,12 @@ impl RollupState {
     pub fn new(policy: Policy, as_of: NaiveDate) -> Result<Self, StateError> {
         policy.validate()?;
         let as_of = epoch_day(as_of).ok_or(StateError::AsOfOutOfRange(as_of))?;
+        let year_starts = (FIRST_YEAR..=LAST_YEAR)
+            .map(|y| epoch_day(policy::school_year_start(i32::from(y), &policy)))
+            .collect();
         Ok(RollupState {
             rules: DayRules::new(&policy),
+            year_starts,
             policy,
             as_of,
             as_of_prev: None,
@@ -475,7 +486,8 @@ impl RollupState {
     }
 
     fn year_start(&self, year: u16) -> Option<u16> {
-        epoch_day(policy::school_year_start(i32::from(year), &self.policy))
+        let i = usize::from(year.checked_sub(FIRST_YEAR)?);
+        self.year_starts.get(i).copied().flatten()
     }
 
     /// (first day, number of days) of a school year.
