@@ -50,7 +50,7 @@ pub enum StateError {
         date: NaiveDate,
     },
     #[error(
-        "{entity} {key:?}: school_year {school_year} is outside the supported range 1971..=2148"
+        "{entity} {key:?}: school_year {school_year} is outside the supported range (its days must fall in 1970-01-01..=2149-06-05)"
     )]
     SchoolYearOutOfRange {
         entity: &'static str,
