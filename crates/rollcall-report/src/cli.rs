@@ -194,6 +194,44 @@ mod tests {
         assert_eq!((d.port, d.host.as_str()), (9180, "127.0.0.1"));
     }
 
+    #[tokio::test]
+    async fn the_dashboard_answers_503_with_the_reason_when_clickhouse_is_down() {
+        let mut cfg = Config::default();
+        cfg.clickhouse.url = "http://127.0.0.1:9".into(); // nothing listens there
+        let secrets = Secrets {
+            clickhouse_password: Some(rollcall_config::Secret::new("hunter2")),
+            ..Secrets::default()
+        };
+        let stop = CancellationToken::new();
+        let args = DashboardArgs {
+            port: 0,
+            host: "127.0.0.1".into(),
+            school_year: None,
+        };
+        let (addr, task) = serve_dashboard(&cfg, &secrets, &args, stop.clone())
+            .await
+            .unwrap();
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            buf
+        };
+        let health = get("/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let page = get("/").await;
+        assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+        assert!(page.contains("The report is unavailable"));
+        assert!(page.contains("data-error=\"1\">clickhouse: "), "{page}");
+        assert!(page.contains("content-security-policy: default-src 'none'"));
+        assert!(!page.contains("hunter2"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
     #[test]
     fn the_page_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
