@@ -156,8 +156,10 @@ impl Pipeline {
 
     fn build_connectors(&self) -> anyhow::Result<Vec<Box<dyn SisConnector>>> {
         let mut out: Vec<Box<dyn SisConnector>> = Vec::new();
+        let mut edfi_done = false;
         for d in &self.world.districts {
             match d.spec.feed {
+                Feed::Edfi if edfi_done => {}
                 Feed::Edfi => {
                     // One Ed-Fi host per district would be configured the same way; here
                     // one simulated ODS serves them all and school ids say the district.
@@ -190,7 +192,7 @@ impl Pipeline {
                         "rollcall-secret".into(),
                     )?));
                     // The simulated ODS holds every Ed-Fi district: one connector reads it all.
-                    break;
+                    edfi_done = true;
                 }
                 Feed::Csv(preset) => {
                     let cfg: rollcall_connector_csv::CsvConfig =

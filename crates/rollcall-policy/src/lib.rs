@@ -359,9 +359,11 @@ pub fn counts_as_enrolled(category: Category) -> bool {
     category != Category::NotEnrolled
 }
 
-/// Whether the day counts toward `days_tardy` (tardy and early departure are present).
+/// Whether the day counts toward `days_tardy`. DESIGN.md: "tardy, early departure —
+/// present (counted separately as `days_tardy`)": both are present days, and both are
+/// counted in `days_tardy`.
 pub fn counts_as_tardy(category: Category) -> bool {
-    category == Category::Tardy
+    matches!(category, Category::Tardy | Category::EarlyDeparture)
 }
 
 // ---------------------------------------------------------------------------

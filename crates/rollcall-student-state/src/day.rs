@@ -36,6 +36,7 @@ pub(crate) const fn cat_of_index(i: u8) -> Category {
 
 const PRESENT: usize = 0;
 const TARDY: usize = 1;
+const EARLY_DEPARTURE: usize = 2;
 const EXCUSED: usize = 3;
 const UNEXCUSED: usize = 4;
 const OSS: usize = 5;
@@ -215,7 +216,8 @@ impl DayAcc {
             excused: part[EXCUSED],
             unexcused: part[UNEXCUSED],
             suspended: part[OSS] + part[ISS],
-            tardy: u8::from(has(TARDY)),
+            // rollcall_policy::counts_as_tardy: tardy and early departure
+            tardy: u8::from(has(TARDY) || has(EARLY_DEPARTURE)),
             source_version,
         }
     }
