@@ -213,7 +213,7 @@ impl SisConnector for EdfiConnector {
             })?,
             None => SyncState::default(),
         };
-        let Some(mut w) = state.window.clone() else {
+        if state.window.is_none() {
             // Between windows: is there anything new?
             let versions = self.client.available_change_versions().await?;
             let mut from = state.done_version.map(|v| v + 1).unwrap_or(0);
@@ -240,64 +240,81 @@ impl SisConnector for EdfiConnector {
             });
             tracing::info!(connector = %self.id, min = from, max = versions.newest,
                 initial = state.done_version.is_none(), "new change-version window");
-            return Ok(empty(state, false));
-        };
+        }
+        // Read pages until one has items or the window is done: steps with nothing in
+        // this window cost a request each, not a transaction each.
         let initial = state.done_version.is_none();
         let steps = steps(initial);
-        if w.step >= steps.len() {
-            state.done_version = Some(w.max);
-            state.window = None;
-            return Ok(empty(state, false));
-        }
-        let (kind, resource) = steps[w.step];
-        let page = self.fetch(kind, resource, &mut w).await?;
-        let items = &page.items;
-        let mut records = Vec::with_capacity(items.len());
+        let mut records = Vec::new();
         let mut dead_letters = Vec::new();
-        for item in items {
-            match record_from_item(
-                kind,
-                resource,
-                item,
-                w.max,
-                &|s| self.district_of(s),
-                &self.id,
-            ) {
-                Ok(r) => records.push(r),
-                // An item we cannot even key is kept whole, never dropped.
-                Err(reason) => dead_letters.push(DeadLetter {
-                    key: None,
-                    payload: item.get().as_bytes().to_vec(),
-                    headers: DeadLetterHeaders {
-                        stage: "connector-edfi".into(),
-                        kind: "edfi_item_unusable".into(),
-                        reason: format!("{resource} {} item: {reason}", kind.as_str()),
-                        district: Some(self.cfg.district_id.clone()),
-                        source_key: None,
-                        source_topic: None,
-                        source_partition: None,
-                        source_offset: None,
-                        source_file: Some(format!("{}{}", self.cfg.base_url, kind.path_suffix())),
-                    },
-                }),
+        let mut progress = None;
+        while let Some(mut w) = state.window.clone() {
+            if w.step >= steps.len() {
+                state.done_version = Some(w.max);
+                state.window = None;
+                break;
+            }
+            let (kind, resource) = steps[w.step];
+            let page = self.fetch(kind, resource, &mut w).await?;
+            for item in &page.items {
+                match record_from_item(
+                    kind,
+                    resource,
+                    item,
+                    w.max,
+                    &|s| self.district_of(s),
+                    &self.id,
+                ) {
+                    Ok(r) => records.push(r),
+                    // An item we cannot even key is kept whole, never dropped.
+                    Err(reason) => dead_letters.push(DeadLetter {
+                        key: None,
+                        payload: item.get().as_bytes().to_vec(),
+                        headers: DeadLetterHeaders {
+                            stage: "connector-edfi".into(),
+                            kind: "edfi_item_unusable".into(),
+                            reason: format!("{resource} {} item: {reason}", kind.as_str()),
+                            district: Some(self.cfg.district_id.clone()),
+                            source_key: None,
+                            source_topic: None,
+                            source_partition: None,
+                            source_offset: None,
+                            source_file: Some(format!(
+                                "{}/data/v3/ed-fi/{resource}{}",
+                                self.cfg.base_url.trim_end_matches('/'),
+                                kind.path_suffix()
+                            )),
+                        },
+                    }),
+                }
+            }
+            w.done += page.items.len() as u64;
+            if let Some(t) = page.total_count {
+                w.total = Some(w.total.unwrap_or(0) + t);
+            }
+            progress = Some(Progress {
+                what: format!("{resource} {}", kind.as_str()),
+                done: w.done,
+                total: w.total,
+            });
+            if page.step_finished {
+                w.step += 1;
+                w.offset = 0;
+                w.tokens = None;
+                w.token = None;
+            }
+            state.window = Some(w);
+            if !page.items.is_empty() {
+                break;
             }
         }
-        w.done += items.len() as u64;
-        if let Some(t) = page.total_count {
-            w.total = Some(w.total.unwrap_or(0) + t);
+        // A window finished by this page is recorded in the same transaction.
+        if let Some(w) = &state.window {
+            if w.step >= steps.len() {
+                state.done_version = Some(w.max);
+                state.window = None;
+            }
         }
-        let progress = Some(Progress {
-            what: format!("{resource} {}", kind.as_str()),
-            done: w.done,
-            total: w.total,
-        });
-        if page.step_finished {
-            w.step += 1;
-            w.offset = 0;
-            w.tokens = None;
-            w.token = None;
-        }
-        state.window = Some(w);
         Ok(Batch {
             records,
             dead_letters,

@@ -94,7 +94,7 @@ fn text(v: &Value) -> String {
 /// key change of the same record.
 pub fn natural_key(resource: &str, kv: &Map<String, Value>) -> String {
     let mut parts: Vec<(&String, &Value)> = kv.iter().collect();
-    parts.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()));
+    parts.sort_by_key(|a| a.0.to_lowercase());
     let body: Vec<String> = parts
         .iter()
         .map(|(k, v)| format!("{k}={}", text(v)))
