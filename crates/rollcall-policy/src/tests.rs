@@ -218,7 +218,10 @@ fn tardy_and_early_departure_count_as_present() {
         }
     }
     assert!(counts_as_tardy(Tardy));
-    assert!(counts_as_tardy(EarlyDeparture), "DESIGN.md: counted separately as days_tardy");
+    assert!(
+        counts_as_tardy(EarlyDeparture),
+        "DESIGN.md: counted separately as days_tardy"
+    );
     assert!(!counts_as_tardy(Present));
 }
 

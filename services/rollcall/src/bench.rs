@@ -94,7 +94,7 @@ fn raw_record(i: usize) -> (String, Vec<u8>) {
     let key = format!("bench-{i:08}");
     let student = format!("s{}", i % 50_000);
     let date = NaiveDate::from_ymd_opt(2025, 9, 1).unwrap() + Days::new((i % 150) as u64);
-    let (format, payload) = if i % 2 == 0 {
+    let (format, payload) = if i.is_multiple_of(2) {
         let code = ["Excused Absence", "Unexcused Absence", "Tardy"][i % 3];
         (
             PayloadFormat::EdfiJson,
@@ -103,7 +103,7 @@ fn raw_record(i: usize) -> (String, Vec<u8>) {
                 "studentReference": {"studentUniqueId": student},
                 "attendanceEventCategoryDescriptor": format!("uri://ed-fi.org/AttendanceEventCategoryDescriptor#{code}"),
                 "eventDate": date.to_string(),
-                "eventDuration": if i % 10 == 0 { 0.5 } else { 1.0 },
+                "eventDuration": if i.is_multiple_of(10) { 0.5 } else { 1.0 },
             }),
         )
     } else {

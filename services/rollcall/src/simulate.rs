@@ -115,9 +115,11 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             let e = expected_metrics(&world, as_of);
             let dir = out.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
-            e.write_json(out).with_context(|| format!("writing {}", out.display()))?;
+            e.write_json(out)
+                .with_context(|| format!("writing {}", out.display()))?;
             let files = e.write_csv(&dir)?;
             println!(
                 "expected metrics as of {as_of}: {} ({} CSV files beside it)",
