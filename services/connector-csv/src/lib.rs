@@ -2,11 +2,14 @@
 //! enrollment and calendar exports, maps their columns (a preset per SIS, overridable)
 //! to the raw envelope's flat fields, and streams rows out a batch at a time — files
 //! larger than memory work. Each file is ingested exactly once (its SHA-256 is in the
-//! checkpoint) and then moved to `done/`, or to `rejected/` with a `.reason.txt`.
+//! checkpoint) and then moved to `done/`, or to `rejected/` with a `.reason.txt`. With
+//! `snapshots = true` every file is a full snapshot of its entity, and rows of the
+//! previous snapshot that it lacks are published as deletes (docs/csv-presets.md).
 //! Only file logic lives here; publishing and checkpoints are the connector kit's.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs::File;
+use std::hash::{Hash, Hasher};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +62,15 @@ pub struct CsvConfig {
     /// File name prefixes that say which entity a file holds.
     #[serde(default)]
     pub file_prefixes: Option<BTreeMap<String, String>>,
+    /// Each file is a full snapshot of its entity (what nightly SIS exports are): a row
+    /// of the previous snapshot of the same entity that the new one lacks is published
+    /// as a delete — within the school years the new snapshot covers.
+    #[serde(default)]
+    pub snapshots: bool,
+    /// The month school years start in, for the snapshot's school years (as
+    /// `policy.school_year_start_month`).
+    #[serde(default = "default_start_month")]
+    pub school_year_start_month: u32,
     #[serde(default = "default_rows")]
     pub rows_per_batch: usize,
     #[serde(default = "default_poll")]
@@ -73,6 +85,9 @@ fn default_encoding() -> String {
 }
 fn default_delimiter() -> char {
     ','
+}
+fn default_start_month() -> u32 {
+    7
 }
 fn default_rows() -> usize {
     5_000
@@ -101,6 +116,9 @@ struct FileState {
     /// SHA-256 of ingested files, most recent last.
     digests: VecDeque<String>,
     current: Option<Current>,
+    /// Snapshot mode: per entity, the file name of the last complete snapshot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    snapshots: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +129,27 @@ struct Current {
     rows_done: u64,
     /// The file's sequence number (source versions of its rows start above it).
     seq: u64,
+    /// Snapshot mode, after the file's rows: deleting what the previous snapshot has and
+    /// this one lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deletes: Option<Deletes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Deletes {
+    /// The previous snapshot's file name (in `done/`).
+    previous: String,
+    /// Its rows already compared.
+    rows_done: u64,
+}
+
+/// The deletes phase in progress: the current file's natural keys (hashed) and school
+/// years, and the previous snapshot's reader.
+struct DeletePhase {
+    cur: Current,
+    keys: HashSet<u64>,
+    years: BTreeSet<i32>,
+    previous: RowReader<BufReader<File>>,
 }
 
 pub struct CsvConnector {
@@ -121,6 +160,8 @@ pub struct CsvConnector {
     prefixes: Vec<(String, Entity)>,
     /// The open file matching the checkpoint's `current`, kept across batches.
     open: Option<(Current, Entity, RowReader<BufReader<File>>)>,
+    /// Snapshot mode: the deletes phase matching the checkpoint's `current`.
+    deleting: Option<DeletePhase>,
 }
 
 impl CsvConnector {
@@ -166,6 +207,9 @@ impl CsvConnector {
                 "connectors.{name}.encoding: `{other}` is not auto, utf-8 or windows-1252"
             ),
         };
+        if !(1..=12).contains(&cfg.school_year_start_month) {
+            anyhow::bail!("connectors.{name}.school_year_start_month must be 1..=12");
+        }
         if !cfg.delimiter.is_ascii() {
             anyhow::bail!("connectors.{name}.delimiter must be one ASCII character");
         }
@@ -198,6 +242,7 @@ impl CsvConnector {
             encoding,
             prefixes,
             open: None,
+            deleting: None,
         })
     }
 
@@ -244,18 +289,21 @@ impl CsvConnector {
         cur: &Current,
         entity: Entity,
     ) -> Result<RowReader<BufReader<File>>, String> {
-        let path = self.cfg.inbox.join(&cur.file);
-        let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut reader = RowReader::new(
+        let mut reader = self.reader(&self.cfg.inbox.join(&cur.file), entity)?;
+        reader.skip_rows(cur.rows_done).map_err(|e| e.to_string())?;
+        Ok(reader)
+    }
+
+    fn reader(&self, path: &Path, entity: Entity) -> Result<RowReader<BufReader<File>>, String> {
+        let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        RowReader::new(
             BufReader::with_capacity(1 << 20, f),
             self.cfg.delimiter as u8,
             self.encoding,
             self.preset.columns(entity).clone(),
             self.preset.date_formats,
             entity,
-        )?;
-        reader.skip_rows(cur.rows_done).map_err(|e| e.to_string())?;
-        Ok(reader)
+        )
     }
 }
 
@@ -323,6 +371,7 @@ impl SisConnector for CsvConnector {
                 digest,
                 rows_done: 0,
                 seq: state.files_done + 1,
+                deletes: None,
             });
         }
         let cur = state.current.clone().expect("set above");
@@ -334,6 +383,9 @@ impl SisConnector for CsvConnector {
             );
             return Ok(self.reject(state, &cur, reason));
         };
+        if cur.deletes.is_some() {
+            return Ok(self.delete_batch(state, cur, entity));
+        }
         // Reuse the open reader if it is exactly where the checkpoint says.
         let reuse = matches!(&self.open, Some((c, _, _)) if c == &cur);
         if !reuse {
@@ -399,13 +451,22 @@ impl SisConnector for CsvConnector {
         });
         if eof {
             self.open = None;
-            state.files_done += 1;
-            state.digests.push_back(cur.digest.clone());
-            while state.digests.len() > DIGESTS_KEPT {
-                state.digests.pop_front();
+            let previous = self
+                .cfg
+                .snapshots
+                .then(|| state.snapshots.get(entity.as_str()).cloned())
+                .flatten();
+            match previous {
+                // Snapshot mode: now compare with the previous snapshot.
+                Some(previous) => {
+                    next.deletes = Some(Deletes {
+                        previous,
+                        rows_done: 0,
+                    });
+                    state.current = Some(next);
+                }
+                None => self.finish(&mut state, &cur, entity, next.rows_done),
             }
-            state.current = None;
-            tracing::info!(file = %cur.file, rows = next.rows_done, "file ingested");
         } else {
             state.current = Some(next.clone());
             if let Some((c, _, _)) = self.open.as_mut() {
@@ -435,6 +496,183 @@ impl SisConnector for CsvConnector {
 }
 
 impl CsvConnector {
+    /// The file is done: remember its digest (and, in snapshot mode, that it is the
+    /// entity's latest snapshot).
+    fn finish(&mut self, state: &mut FileState, cur: &Current, entity: Entity, rows: u64) {
+        state.files_done += 1;
+        state.digests.push_back(cur.digest.clone());
+        while state.digests.len() > DIGESTS_KEPT {
+            state.digests.pop_front();
+        }
+        if self.cfg.snapshots {
+            state
+                .snapshots
+                .insert(entity.as_str().to_string(), cur.file.clone());
+        }
+        state.current = None;
+        tracing::info!(file = %cur.file, rows, "file ingested");
+    }
+
+    /// Snapshot mode, after a file's rows: the previous snapshot's rows that this file
+    /// lacks (within the school years this file covers) become deletes, a batch at a time.
+    fn delete_batch(&mut self, mut state: FileState, cur: Current, entity: Entity) -> Batch {
+        let d = cur.deletes.clone().expect("in the deletes phase");
+        let reuse = matches!(&self.deleting, Some(p) if p.cur == cur);
+        if !reuse {
+            self.deleting = None;
+            match self.open_delete_phase(&cur, &d, entity) {
+                Ok(p) => self.deleting = Some(p),
+                Err(reason) => {
+                    // Without the previous snapshot nothing can be compared: say so and
+                    // take this file as the new snapshot.
+                    tracing::warn!(file = %cur.file, %reason, "snapshot deletes skipped");
+                    let dl = self.file_dead_letter(
+                        "csv_snapshot_deletes_skipped",
+                        format!(
+                            "rows of the previous snapshot {} missing from {} could not be deleted: {reason}",
+                            d.previous, cur.file
+                        ),
+                        &cur.file,
+                    );
+                    self.finish(&mut state, &cur, entity, cur.rows_done);
+                    return batch(state, Vec::new(), vec![dl], false, None);
+                }
+            }
+        }
+        let phase = self.deleting.as_mut().expect("opened above");
+        let mut records = Vec::new();
+        let mut rows = 0u64;
+        let mut eof = false;
+        let mut unreadable = None;
+        while records.len() < self.cfg.rows_per_batch {
+            match phase.previous.next_row() {
+                None => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(mut row)) => {
+                    rows += 1;
+                    let (_, natural) = keys(&self.cfg.district_id, entity, &row.fields);
+                    let year = school_year_of(entity, &row, self.cfg.school_year_start_month);
+                    if phase.keys.contains(&hash_key(&natural))
+                        || !year.is_some_and(|y| phase.years.contains(&y))
+                    {
+                        continue;
+                    }
+                    let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
+                    row.fields.insert("operation".into(), "delete".into());
+                    records.push(to_record(
+                        &self.cfg.district_id,
+                        self.preset.name,
+                        &self.id,
+                        entity,
+                        row,
+                        version,
+                    ));
+                }
+                // Rows that were bad then were never published: nothing to delete.
+                Some(Err(RowError::Row { .. })) => rows += 1,
+                Some(Err(RowError::File(reason))) => {
+                    unreadable = Some(reason);
+                    break;
+                }
+            }
+        }
+        let mut dead = Vec::new();
+        if let Some(reason) = unreadable {
+            dead.push(self.file_dead_letter(
+                "csv_snapshot_deletes_skipped",
+                format!(
+                    "the previous snapshot {} became unreadable while comparing ({reason}); rows after line {} were not compared",
+                    d.previous,
+                    d.rows_done + rows
+                ),
+                &cur.file,
+            ));
+            eof = true;
+        }
+        let progress = Some(Progress {
+            what: format!("{} (deletes against {})", cur.file, d.previous),
+            done: d.rows_done + rows,
+            total: None,
+        });
+        if eof {
+            self.deleting = None;
+            tracing::info!(file = %cur.file, previous = %d.previous, "snapshot compared");
+            self.finish(&mut state, &cur, entity, cur.rows_done);
+        } else {
+            let mut next = cur.clone();
+            next.deletes = Some(Deletes {
+                previous: d.previous.clone(),
+                rows_done: d.rows_done + rows,
+            });
+            state.current = Some(next.clone());
+            if let Some(p) = self.deleting.as_mut() {
+                p.cur = next;
+            }
+        }
+        batch(state, records, dead, false, progress)
+    }
+
+    /// Reads the current file's keys and school years, and opens the previous snapshot
+    /// where the checkpoint says.
+    fn open_delete_phase(
+        &self,
+        cur: &Current,
+        d: &Deletes,
+        entity: Entity,
+    ) -> Result<DeletePhase, String> {
+        let mut seen = HashSet::new();
+        let mut years = BTreeSet::new();
+        let mut reader = self.reader(&self.cfg.inbox.join(&cur.file), entity)?;
+        while let Some(row) = reader.next_row() {
+            match row {
+                Ok(row) => {
+                    let (_, natural) = keys(&self.cfg.district_id, entity, &row.fields);
+                    seen.insert(hash_key(&natural));
+                    if let Some(y) = school_year_of(entity, &row, self.cfg.school_year_start_month)
+                    {
+                        years.insert(y);
+                    }
+                }
+                Err(RowError::Row { .. }) => {}
+                Err(RowError::File(e)) => return Err(format!("re-reading {}: {e}", cur.file)),
+            }
+        }
+        let done = self.cfg.inbox.join("done").join(&d.previous);
+        let path = if done.exists() {
+            done
+        } else {
+            self.cfg.inbox.join(&d.previous)
+        };
+        let mut previous = self.reader(&path, entity)?;
+        previous.skip_rows(d.rows_done).map_err(|e| e.to_string())?;
+        Ok(DeletePhase {
+            cur: cur.clone(),
+            keys: seen,
+            years,
+            previous,
+        })
+    }
+
+    fn file_dead_letter(&self, kind: &str, reason: String, file: &str) -> DeadLetter {
+        DeadLetter {
+            key: None,
+            payload: Vec::new(),
+            headers: DeadLetterHeaders {
+                stage: "connector-csv".into(),
+                kind: kind.into(),
+                reason,
+                district: Some(self.cfg.district_id.clone()),
+                source_key: None,
+                source_topic: None,
+                source_partition: None,
+                source_offset: None,
+                source_file: Some(file.to_string()),
+            },
+        }
+    }
+
     /// Refuse a whole file: it moves to `rejected/` with the reason beside it, and the
     /// checkpoint records it as done so it is not tried again.
     fn reject(&mut self, mut state: FileState, cur: &Current, reason: String) -> Batch {
@@ -489,22 +727,10 @@ fn batch(
     }
 }
 
-/// The raw record of one row. `source_system` is the preset's SIS (`powerschool`, ...):
-/// it picks the district's code map in the normalizer; `source` is the connector id.
-/// Attendance is keyed by school, student and date (one daily record per student-day),
-/// enrollment by school, student and entry date, calendars by school, calendar code and
-/// date.
-pub fn to_record(
-    district: &str,
-    source_system: &str,
-    source: &str,
-    entity: Entity,
-    mut row: Row,
-    version: i64,
-) -> RawRecord {
-    let op = row.fields.remove("operation").unwrap_or_default();
-    let f = |k: &str| row.fields.get(k).map(String::as_str).unwrap_or("");
-    let (key, natural) = match entity {
+/// The Kafka key and the natural key of a row.
+fn keys(district: &str, entity: Entity, fields: &BTreeMap<String, String>) -> (String, String) {
+    let f = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    match entity {
         Entity::Attendance => (
             rollcall_model::student_key(district, f("student_id")),
             format!(
@@ -532,7 +758,45 @@ pub fn to_record(
                 f("date")
             ),
         ),
+    }
+}
+
+/// A natural key's 64-bit hash (a snapshot's key set in little memory; a collision
+/// could only keep a row that should have been deleted, with odds of about 10⁻⁸ for a
+/// million rows).
+fn hash_key(natural: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    natural.hash(&mut h);
+    h.finish()
+}
+
+/// The school year a row belongs to, named by the year it ends: by its date
+/// (enrollments by the entry date).
+fn school_year_of(entity: Entity, row: &Row, start_month: u32) -> Option<i32> {
+    use chrono::Datelike;
+    let field = match entity {
+        Entity::Enrollment => "entry_date",
+        _ => "date",
     };
+    let d = chrono::NaiveDate::parse_from_str(row.fields.get(field)?, "%Y-%m-%d").ok()?;
+    Some(d.year() + i32::from(d.month() >= start_month))
+}
+
+/// The raw record of one row. `source_system` is the preset's SIS (`powerschool`, ...):
+/// it picks the district's code map in the normalizer; `source` is the connector id.
+/// Attendance is keyed by school, student and date (one daily record per student-day),
+/// enrollment by school, student and entry date, calendars by school, calendar code and
+/// date.
+pub fn to_record(
+    district: &str,
+    source_system: &str,
+    source: &str,
+    entity: Entity,
+    mut row: Row,
+    version: i64,
+) -> RawRecord {
+    let op = row.fields.remove("operation").unwrap_or_default();
+    let (key, natural) = keys(district, entity, &row.fields);
     let operation = match op.to_ascii_lowercase().as_str() {
         "delete" | "d" | "deleted" => RawOperation::Delete,
         _ => RawOperation::Upsert,
