@@ -195,7 +195,7 @@ async fn expired_tokens_and_injected_429_and_500_faults_are_retried_and_nothing_
         &world,
         &handle,
         &base,
-        json!({"paging": "offset", "page_size": 40}),
+        json!({"paging": "offset", "page_size": 100}),
         &[0, 1, 1, 1, 400],
     )
     .await;
