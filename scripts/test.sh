@@ -36,7 +36,7 @@ if ! command -v chromium >/dev/null; then
 fi
 
 step "cargo test (workspace)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 step "DDL and view queries on current ClickHouse (chdb)"
 "$venv/bin/python" -m pytest -q tests/ddl

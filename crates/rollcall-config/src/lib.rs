@@ -250,6 +250,14 @@ impl Config {
         Self::from_figment(figment)
     }
 
+    /// The TOML string alone, without environment overrides (tests of the file format).
+    #[cfg(test)]
+    fn from_toml_str_without_env(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+        )
+    }
+
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             // One line per problem, each naming its key.
@@ -409,13 +417,13 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let c = Config::from_toml_str("").unwrap();
+        let c = Config::from_toml_str_without_env("").unwrap();
         assert_eq!(c, Config::default());
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = Config::from_toml_str("[normalizer]\nhttp_port = \"abc\"\n")
+        let err = Config::from_toml_str_without_env("[normalizer]\nhttp_port = \"abc\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("normalizer.http_port"), "{err}");
@@ -424,7 +432,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_its_name() {
-        let err = Config::from_toml_str("[kafka]\nbrokerz = \"x:1\"\n")
+        let err = Config::from_toml_str_without_env("[kafka]\nbrokerz = \"x:1\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("brokerz"), "{err}");
@@ -432,7 +440,7 @@ mod tests {
 
     #[test]
     fn bad_broker_list_names_the_key() {
-        let err = Config::from_toml_str("[kafka]\nbrokers = \"localhost\"\n")
+        let err = Config::from_toml_str_without_env("[kafka]\nbrokers = \"localhost\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("kafka.brokers"), "{err}");
@@ -440,7 +448,7 @@ mod tests {
 
     #[test]
     fn credentials_in_clickhouse_url_are_refused() {
-        let err = Config::from_toml_str("[clickhouse]\nurl = \"http://u:p@h:8123\"\n")
+        let err = Config::from_toml_str_without_env("[clickhouse]\nurl = \"http://u:p@h:8123\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("clickhouse.url"), "{err}");
@@ -478,13 +486,13 @@ mod tests {
 
     #[test]
     fn policy_is_typed_and_validated_naming_the_key() {
-        let c = Config::from_toml_str("[policy]\nmin_enrolled_days = 31\n").unwrap();
+        let c = Config::from_toml_str_without_env("[policy]\nmin_enrolled_days = 31\n").unwrap();
         assert_eq!(c.policy.min_enrolled_days, 31);
-        let err = Config::from_toml_str("[policy]\nchronic_threshold = 1.5\n")
+        let err = Config::from_toml_str_without_env("[policy]\nchronic_threshold = 1.5\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("policy.chronic_threshold"), "{err}");
-        let err = Config::from_toml_str("[policy]\nchronic_treshold = 0.1\n")
+        let err = Config::from_toml_str_without_env("[policy]\nchronic_treshold = 0.1\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("chronic_treshold"), "{err}");
@@ -492,7 +500,7 @@ mod tests {
 
     #[test]
     fn as_of_must_be_a_date() {
-        let err = Config::from_toml_str("[rollup]\nas_of = \"2022-13-01\"\n")
+        let err = Config::from_toml_str_without_env("[rollup]\nas_of = \"2022-13-01\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("rollup.as_of"), "{err}");

@@ -201,6 +201,8 @@ impl Pipeline {
                             "inbox": self.inbox(&d.spec.id),
                             "preset": preset.as_str(),
                             "poll_interval_secs": 1,
+                            // the simulator's exports are year-to-date snapshots
+                            "snapshots": true,
                         }))?;
                     out.push(Box::new(rollcall_connector_csv::CsvConnector::new(
                         &format!("sim-{}", d.spec.id),
