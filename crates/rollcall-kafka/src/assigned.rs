@@ -5,14 +5,12 @@
 //! string — only when the caller says its output is durable.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::dead_letter::header_pairs;
 use crate::pipe::InRecord;
 use crate::KafkaError;
 
@@ -51,17 +49,7 @@ impl AssignedReader {
         group_id: &str,
         starts: &[(Tp, Option<i64>)],
     ) -> Result<Self, KafkaError> {
-        let mut c = client.clone();
-        c.set("group.id", group_id)
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.max.bytes", "52428800")
-            .set("queued.max.messages.kbytes", "262144");
-        let consumer: BaseConsumer = c
-            .create()
-            .map_err(KafkaError::client("creating consumer"))?;
+        let consumer = crate::consume::committed_reader(client, group_id)?;
         let mut tpl = TopicPartitionList::new();
         for ((t, p), start) in starts {
             let offset = match start {
@@ -158,27 +146,7 @@ impl AssignedReader {
 
     /// Read up to `max` records, waiting at most `wait`.
     pub fn poll_batch(&mut self, max: usize, wait: Duration) -> Vec<InRecord> {
-        let mut batch = Vec::new();
-        let start = Instant::now();
-        while batch.len() < max {
-            let left = wait.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match self.consumer.poll(left.min(Duration::from_millis(100))) {
-                Some(Ok(m)) => batch.push(InRecord {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    headers: header_pairs(m.headers()),
-                }),
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error (will retry)"),
-                None => {}
-            }
-        }
-        batch
+        crate::consume::poll_batch(&self.consumer, max, wait)
     }
 
     /// Commit `next_offsets` (the next offset to read per partition) with `metadata`,

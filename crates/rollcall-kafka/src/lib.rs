@@ -5,6 +5,7 @@
 
 mod assigned;
 mod client;
+mod consume;
 mod dead_letter;
 mod pipe;
 mod read;
@@ -12,6 +13,7 @@ mod topics;
 
 pub use assigned::{AssignedReader, Committed, Tp};
 pub use client::{client_config, KafkaError};
+pub use consume::group_lag;
 pub use dead_letter::{DeadLetter, DeadLetterHeaders};
 pub use pipe::{InRecord, OutRecord, PipeStats, TransactionalPipe, TxnProducer};
 pub use read::{read_topic_to_end, Consumed};

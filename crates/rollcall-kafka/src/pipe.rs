@@ -10,16 +10,15 @@
 //! connector's checkpoint record commit together.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::dead_letter::{header_pairs, to_owned_headers};
+use crate::dead_letter::to_owned_headers;
 use crate::KafkaError;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,17 +70,7 @@ impl TransactionalPipe {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Self, KafkaError> {
-        let mut c = client.clone();
-        c.set("group.id", group_id)
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.max.bytes", "52428800")
-            .set("queued.max.messages.kbytes", "262144");
-        let consumer: BaseConsumer = c
-            .create()
-            .map_err(KafkaError::client("creating consumer"))?;
+        let consumer = crate::consume::committed_reader(client, group_id)?;
         let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -95,33 +84,13 @@ impl TransactionalPipe {
         })
     }
 
-    /// Read up to `max_records`, waiting at most `max_wait` once the first record came
-    /// (or `max_wait` in all when nothing comes). May return an empty batch.
+    /// Read up to `max_records`, waiting at most `max_wait`. May return an empty batch.
     pub fn poll_batch(&mut self) -> Result<Vec<InRecord>, KafkaError> {
-        let mut batch = Vec::new();
-        let start = Instant::now();
-        while batch.len() < self.max_records {
-            let left = self.max_wait.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match self.consumer.poll(left.min(Duration::from_millis(100))) {
-                Some(Ok(m)) => batch.push(InRecord {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    headers: header_pairs(m.headers()),
-                }),
-                Some(Err(e)) => {
-                    // Partition EOF and transient fetch errors are not fatal.
-                    tracing::warn!(error = %e, "consumer error (will retry)");
-                }
-                None => {}
-            }
-        }
-        Ok(batch)
+        Ok(crate::consume::poll_batch(
+            &self.consumer,
+            self.max_records,
+            self.max_wait,
+        ))
     }
 
     /// Produce `outputs` and commit the offsets after `batch` in one transaction.

@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use rollcall_config::{Config, Secrets};
 use rollcall_connector_kit::{run, RunOptions, SisConnector};
-use rollcall_kafka::{AssignedReader, Topics};
+use rollcall_kafka::Topics;
 use rollcall_sis_simulator::edfi::{EdfiServer, ServerOptions, SimHandle};
 use rollcall_sis_simulator::{csv_export, Feed, World};
 use tokio_util::sync::CancellationToken;
@@ -290,31 +290,15 @@ impl Pipeline {
             let t = topics.clone();
             let lag = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
                 let client = rollcall_kafka::client_config(&c.kafka, &s);
-                let mut lag = 0;
-                for (group, kind) in [
-                    (&c.normalizer.group_id, "raw"),
-                    (&c.rollup.group_id, "normalized"),
-                ] {
-                    let mut tps = Vec::new();
-                    for e in rollcall_kafka::ENTITIES {
-                        let topic = if kind == "raw" {
-                            t.raw(e)
-                        } else {
-                            t.normalized(e)
-                        };
-                        for p in AssignedReader::partitions_of(&client, &topic)? {
-                            tps.push((topic.clone(), p));
-                        }
-                    }
-                    let r = AssignedReader::from_beginning(&client, group, &tps)?;
-                    let committed = r.committed()?;
-                    for (tp, end) in r.end_offsets()? {
-                        let done = committed.get(&tp).map(|c| c.offset).unwrap_or(0);
-                        // a transaction's commit marker can sit after the last record
-                        lag += (end - done - 1).max(0);
-                    }
-                }
-                Ok(lag)
+                let raw: Vec<String> = rollcall_kafka::ENTITIES.iter().map(|e| t.raw(e)).collect();
+                let normalized: Vec<String> = rollcall_kafka::ENTITIES
+                    .iter()
+                    .map(|e| t.normalized(e))
+                    .collect();
+                Ok(
+                    rollcall_kafka::group_lag(&client, &c.normalizer.group_id, &raw)?
+                        + rollcall_kafka::group_lag(&client, &c.rollup.group_id, &normalized)?,
+                )
             })
             .await??;
             if lag == 0 {

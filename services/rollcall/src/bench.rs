@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 use rollcall_config::{Config, Secrets};
-use rollcall_kafka::{AssignedReader, OutRecord, Topics, TxnProducer};
+use rollcall_kafka::{OutRecord, Topics, TxnProducer};
 use rollcall_model::{
     AttendanceEvent, CalendarDay, Category, Enrollment, Entity, Operation, PayloadFormat,
     RawEnvelope, RawOperation,
@@ -63,18 +63,7 @@ fn produce(cfg: &Config, secrets: &Secrets, records: Vec<OutRecord>) -> anyhow::
 /// Records the group has not committed yet on these topics.
 fn lag(cfg: &Config, secrets: &Secrets, group: &str, topics: &[String]) -> anyhow::Result<i64> {
     let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
-    let mut tps = Vec::new();
-    for t in topics {
-        for p in AssignedReader::partitions_of(&client, t)? {
-            tps.push((t.clone(), p));
-        }
-    }
-    let r = AssignedReader::from_beginning(&client, group, &tps)?;
-    let committed = r.committed()?;
-    Ok(r.end_offsets()?
-        .iter()
-        .map(|(tp, end)| (end - committed.get(tp).map(|c| c.offset).unwrap_or(0) - 1).max(0))
-        .sum())
+    Ok(rollcall_kafka::group_lag(&client, group, topics)?)
 }
 
 fn peak_rss_mib() -> f64 {
