@@ -122,8 +122,10 @@ pub async fn serve_health(
         .await
         .with_context(|| format!("cannot bind the health/metrics port {host}:{port}"))?;
     let addr = listener.local_addr()?;
+    // Built (and the recorder installed) before returning, so no early metric is lost.
+    let app = router(health);
     tokio::spawn(async move {
-        let served = axum::serve(listener, router(health))
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = served {
