@@ -70,7 +70,11 @@ impl TransactionalPipe {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Self, KafkaError> {
-        let consumer = crate::consume::committed_reader(client, group_id)?;
+        let mut c = client.clone();
+        // Static membership: a restarted instance (same transactional id) takes its
+        // partitions back at once instead of waiting out its dead predecessor's session.
+        c.set("group.instance.id", transactional_id);
+        let consumer = crate::consume::committed_reader(&c, group_id)?;
         let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

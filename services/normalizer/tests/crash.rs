@@ -95,9 +95,23 @@ async fn sigkill_and_restart_never_loses_or_duplicates_a_record() {
 
     // Kill it mid-work several times.
     let mut partial_kills = 0;
-    for (round, wait_ms) in [2500u64, 1500, 2000, 1200].into_iter().enumerate() {
+    let inputs_topic = vec![topics.raw("attendance")];
+    for (round, extra_ms) in [0u64, 300, 0, 600].into_iter().enumerate() {
         let mut child = spawn(&cfg);
-        std::thread::sleep(Duration::from_millis(wait_ms));
+        // Kill once this run has committed something (so the kill lands mid-stream,
+        // whatever the machine's speed), plus a little more in some rounds.
+        let start =
+            rollcall_kafka::group_lag(&client, &cfg.normalizer.group_id, &inputs_topic).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let lag = rollcall_kafka::group_lag(&client, &cfg.normalizer.group_id, &inputs_topic)
+                .unwrap();
+            if lag < start {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         let seen = committed(&cfg);
