@@ -168,12 +168,17 @@ pub fn main_with(
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let shutdown = rollcall_telemetry::shutdown_on_signals();
-        for (name, s) in run_named(factories, &cfg, &secrets, args, shutdown).await? {
-            println!(
-                "{name}: {} records, {} dead letters in {} batches ({} retries)",
-                s.records, s.dead_letters, s.batches, s.retries
-            );
-        }
+        print_summaries(&run_named(factories, &cfg, &secrets, args, shutdown).await?);
         Ok(())
     })
+}
+
+/// One line per connector run: what it published.
+pub fn print_summaries(done: &[(String, RunSummary)]) {
+    for (name, s) in done {
+        println!(
+            "{name}: {} records, {} dead letters in {} batches ({} retries)",
+            s.records, s.dead_letters, s.batches, s.retries
+        );
+    }
 }

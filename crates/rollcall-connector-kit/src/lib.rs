@@ -16,7 +16,7 @@ mod runtime;
 
 pub use async_trait::async_trait;
 pub use checkpoint::load_checkpoint;
-pub use cli::{binary_main, main_with, plan, run_named, Planned, RunArgs};
+pub use cli::{binary_main, main_with, plan, print_summaries, run_named, Planned, RunArgs};
 pub use retry::{rate_limiter, Backoff, RateLimiter};
 pub use rollcall_kafka::{DeadLetter, DeadLetterHeaders};
 pub use rollcall_model::{Entity, PayloadFormat, RawEnvelope, RawOperation};

@@ -243,7 +243,6 @@ impl Pipeline {
         }
         let mut raw = 0;
         let connectors = std::mem::take(&mut self.connectors);
-        let mut back = Vec::new();
         for c in connectors {
             let opts = RunOptions {
                 http: None,
@@ -255,8 +254,7 @@ impl Pipeline {
             raw += summary.records;
             self.dead_letters_at_source += summary.dead_letters;
         }
-        back.extend(self.build_connectors()?);
-        self.connectors = back;
+        self.connectors = self.build_connectors()?;
         self.raw_records += raw;
         *self.as_of.lock().unwrap_or_else(|p| p.into_inner()) = day;
         Ok(StepReport {

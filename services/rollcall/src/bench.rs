@@ -60,10 +60,29 @@ fn produce(cfg: &Config, secrets: &Secrets, records: Vec<OutRecord>) -> anyhow::
     Ok(t.elapsed())
 }
 
-/// Records the group has not committed yet on these topics.
-fn lag(cfg: &Config, secrets: &Secrets, group: &str, topics: &[String]) -> anyhow::Result<i64> {
-    let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
-    Ok(rollcall_kafka::group_lag(&client, group, topics)?)
+/// Wait until consumer group `group` has committed everything in `topics` (30 min at most).
+async fn wait_until_committed(
+    cfg: &Config,
+    secrets: &Secrets,
+    group: &str,
+    topics: &[String],
+    what: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
+        let (g, t) = (group.to_string(), topics.to_vec());
+        if tokio::task::spawn_blocking(move || rollcall_kafka::group_lag(&client, &g, &t)).await??
+            == 0
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the {what} did not finish in 30 min"
+        );
+    }
 }
 
 fn peak_rss_mib() -> f64 {
@@ -158,22 +177,14 @@ pub async fn normalizer(cfg: &Config, secrets: &Secrets, records: usize) -> anyh
         w.run(&rollcall_telemetry::Health::new(), &st)
     });
     let inputs = vec![topics.raw("attendance")];
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (c, s, g, i) = (
-            cfg.clone(),
-            secrets.clone(),
-            cfg.normalizer.group_id.clone(),
-            inputs.clone(),
-        );
-        if tokio::task::spawn_blocking(move || lag(&c, &s, &g, &i)).await?? == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "the normalizer did not finish in 30 min"
-        );
-    }
+    wait_until_committed(
+        &cfg,
+        secrets,
+        &cfg.normalizer.group_id,
+        &inputs,
+        "normalizer",
+    )
+    .await?;
     let took = t.elapsed();
     stop.cancel();
     worker
@@ -318,22 +329,7 @@ pub async fn rollup(cfg: &Config, secrets: &Secrets, students: usize) -> anyhow:
         secrets.clone(),
         stop.clone(),
     ));
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (c, s, g, i) = (
-            cfg.clone(),
-            secrets.clone(),
-            cfg.rollup.group_id.clone(),
-            inputs.clone(),
-        );
-        if tokio::task::spawn_blocking(move || lag(&c, &s, &g, &i)).await?? == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "the rollup did not finish in 30 min"
-        );
-    }
+    wait_until_committed(&cfg, secrets, &cfg.rollup.group_id, &inputs, "rollup").await?;
     let took = t.elapsed();
     stop.cancel();
     task.await??;

@@ -180,12 +180,7 @@ fn real_main() -> anyhow::Result<()> {
                         shutdown,
                     )
                     .await?;
-                    for (name, s) in done {
-                        println!(
-                            "{name}: {} records, {} dead letters in {} batches ({} retries)",
-                            s.records, s.dead_letters, s.batches, s.retries
-                        );
-                    }
+                    rollcall_connector_kit::print_summaries(&done);
                     Ok(())
                 }
                 ConnectorAction::Kinds => {
