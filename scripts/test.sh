@@ -10,6 +10,15 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 step() { printf '\n==> %s\n' "$*"; }
 
+# Disk: a full debug build of the workspace and its test binaries takes ~6 GB.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+printf 'disk available here: %s MB\n' "$(( avail_kb / 1024 ))"
+if (( avail_kb < 8 * 1024 * 1024 )); then
+  echo "warning: less than 8 GB free; the build may fail with linker errors (bus error / no space)" >&2
+fi
+# CI builds once from scratch: incremental caches would only cost disk and time.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+
 step "infrastructure"
 deploy/local/infra.sh up
 deploy/local/infra.sh status

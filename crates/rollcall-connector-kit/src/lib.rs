@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 mod checkpoint;
 mod cli;
+mod edfi;
 mod retry;
 mod runtime;
 
 pub use async_trait::async_trait;
 pub use checkpoint::load_checkpoint;
 pub use cli::{binary_main, main_with, plan, print_summaries, run_named, Planned, RunArgs};
+pub use edfi::edfi_natural_key;
 pub use retry::{rate_limiter, Backoff, RateLimiter};
 pub use rollcall_kafka::{DeadLetter, DeadLetterHeaders};
 pub use rollcall_model::{Entity, PayloadFormat, RawEnvelope, RawOperation};

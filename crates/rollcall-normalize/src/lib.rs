@@ -129,6 +129,11 @@ impl Normalizer {
             }
             PayloadFormat::EdfiJson => {
                 let mut doc: EdfiDoc = payload::parse(&env.payload, "edfi_json")?;
+                if env.entity == Entity::Calendar
+                    && (doc.begin_date.is_some() || doc.session_name.is_some())
+                {
+                    return src.edfi_session(doc, env.operation, meta(Operation::Upsert));
+                }
                 match env.operation {
                     RawOperation::Upsert => {
                         Ok(vec![src.edfi(doc, "", false, meta(Operation::Upsert))?])

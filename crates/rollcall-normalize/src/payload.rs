@@ -123,7 +123,7 @@ pub struct CalendarEvent<'a> {
 }
 
 /// Every Ed-Fi field rollcall reads, from studentSchoolAttendanceEvents,
-/// studentSchoolAssociations and calendarDates, in their resource shape (references)
+/// studentSchoolAssociations, calendarDates and sessions, in their resource shape (references)
 /// and their `keyValues` shape (flat key names, as in `/deletes` and `/keyChanges`).
 /// Other fields are skipped.
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +162,13 @@ pub struct EdfiDoc<'a> {
     pub date: Str<'a>,
     #[serde(borrow)]
     pub calendar_events: Option<Vec<CalendarEvent<'a>>>,
+    // Session (sessions resource): used only by a derived calendar.
+    #[serde(borrow)]
+    pub session_name: Str<'a>,
+    #[serde(borrow)]
+    pub begin_date: Str<'a>,
+    #[serde(borrow)]
+    pub end_date: Str<'a>,
     // keyValues shape: flat key names.
     #[serde(borrow)]
     pub school_id: Option<IdValue<'a>>,

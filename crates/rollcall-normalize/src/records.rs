@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use chrono::NaiveDate;
 use rollcall_codemaps::CodeMapRegistry;
+use rollcall_model::RawOperation;
 use rollcall_model::{
     AttendanceEvent, CalendarDay, Canonical, Enrollment, Entity, Operation, RawEnvelope,
 };
@@ -357,6 +358,83 @@ impl Source<'_> {
                 meta,
             ),
         }
+    }
+
+    /// An Ed-Fi session (sessions resource, or `Session` of a calendar interchange). For
+    /// a district with a derived calendar in the policy, its school days: every school
+    /// weekday from `beginDate` to `endDate` less the configured holidays, each a
+    /// calendar day with code `derived` whose event says it was derived. For any other
+    /// district, nothing (sessions are not a calendar): the caller counts it as ignored.
+    pub fn edfi_session(
+        &self,
+        doc: EdfiDoc<'_>,
+        operation: RawOperation,
+        meta: Meta,
+    ) -> Result<Vec<Canonical>, Rejection> {
+        let Some(derive) = self.policy.derived_calendars.get(&self.district_id) else {
+            return Ok(Vec::new());
+        };
+        if operation != RawOperation::Upsert {
+            return Err(reject(
+                RejectKind::UnsupportedEntityOrFormat,
+                format!(
+                    "a session {} cannot change a derived calendar (it does not carry the session's dates); republish the corrected session, and delete derived days by correcting the holidays of policy.derived_calendars.{}",
+                    operation.as_str(),
+                    self.district_id
+                ),
+            ));
+        }
+        let school_id = self.id((
+            Name("", "schoolReference.schoolId"),
+            id_text(doc.school_reference.and_then(|r| r.school_id)),
+        ))?;
+        let begin_name = Name("", "beginDate");
+        let begin = self.date((begin_name, doc.begin_date))?;
+        let end = self.date((Name("", "endDate"), doc.end_date))?;
+        if end < begin {
+            return Err(reject(
+                RejectKind::InvalidDate,
+                format!("session endDate {end} is before its beginDate {begin}"),
+            ));
+        }
+        if (end - begin).num_days() > 400 {
+            return Err(reject(
+                RejectKind::InvalidDate,
+                format!("session {begin}..{end} is longer than a school year; check its dates"),
+            ));
+        }
+        let year = year_of(
+            Name("", "schoolYearTypeReference.schoolYear"),
+            doc.school_year_type_reference.and_then(|r| r.school_year),
+        );
+        let school_year = self.school_year(year, begin, begin_name, &meta)?;
+        let session = doc.session_name.as_deref().unwrap_or("").trim().to_string();
+        Ok(derive
+            .days(begin, end)
+            .into_iter()
+            .map(|day| {
+                let event = if session.is_empty() {
+                    day.event.to_string()
+                } else {
+                    format!("{} ({session})", day.event)
+                };
+                Canonical::Calendar(CalendarDay {
+                    district_id: self.district_id.clone(),
+                    school_id: school_id.clone(),
+                    calendar_code: rollcall_policy::DERIVED_CALENDAR_CODE.to_string(),
+                    school_year,
+                    date: day.date,
+                    is_instructional: day.is_instructional,
+                    events: vec![event],
+                    operation: Operation::Upsert,
+                    source_version: meta.source_version,
+                    source_system: meta.source_system.clone(),
+                    source_instance: meta.source_instance.clone(),
+                    source_key: format!("{}@{}", meta.source_key, day.date),
+                    observed_at_ms: meta.observed_at_ms,
+                })
+            })
+            .collect())
     }
 
     fn id(&self, (name, v): (Name, Text<'_>)) -> Result<String, Rejection> {

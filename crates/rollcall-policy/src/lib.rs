@@ -46,6 +46,139 @@ pub struct Policy {
     pub uppercase_ids: bool,
     /// Longest identifier accepted, in characters.
     pub max_id_length: u32,
+    /// Districts whose school calendars rollcall derives from their sessions, because
+    /// the SIS publishes no instructional calendar: `[policy.derived_calendars.<district>]`.
+    /// Never applied to a district not listed here.
+    pub derived_calendars: std::collections::BTreeMap<String, DerivedCalendar>,
+}
+
+/// The fallback calendar of one district: every `weekdays` date inside each session the
+/// SIS sends (begin and end inclusive), minus `holidays`. Derived days carry the
+/// calendar code [`DERIVED_CALENDAR_CODE`] and say so in their events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DerivedCalendar {
+    /// School days of the week, as `mon`..`sun`.
+    pub weekdays: Vec<String>,
+    /// Dates with no school inside sessions: `"2021-11-25"` or an inclusive range
+    /// `"2021-11-24..2021-11-26"`.
+    pub holidays: Vec<String>,
+}
+
+impl Default for DerivedCalendar {
+    fn default() -> Self {
+        DerivedCalendar {
+            weekdays: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+/// The calendar code of derived days (published calendars keep their own codes).
+pub const DERIVED_CALENDAR_CODE: &str = "derived";
+/// The event a derived school day carries.
+pub const DERIVED_SCHOOL_DAY: &str = "Derived: weekday in session";
+/// The event a configured holiday carries (a weekday in a session with no school).
+pub const DERIVED_HOLIDAY: &str = "Derived: configured holiday";
+
+/// One date of a derived calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DerivedDay {
+    pub date: NaiveDate,
+    pub is_instructional: bool,
+    /// [`DERIVED_SCHOOL_DAY`] or [`DERIVED_HOLIDAY`].
+    pub event: &'static str,
+}
+
+fn parse_weekday(s: &str) -> Option<chrono::Weekday> {
+    match s.trim().to_ascii_lowercase().get(..3)? {
+        "mon" => Some(chrono::Weekday::Mon),
+        "tue" => Some(chrono::Weekday::Tue),
+        "wed" => Some(chrono::Weekday::Wed),
+        "thu" => Some(chrono::Weekday::Thu),
+        "fri" => Some(chrono::Weekday::Fri),
+        "sat" => Some(chrono::Weekday::Sat),
+        "sun" => Some(chrono::Weekday::Sun),
+        _ => None,
+    }
+}
+
+fn parse_holiday(s: &str) -> Result<(NaiveDate, NaiveDate), String> {
+    let date = |t: &str| {
+        NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d")
+            .map_err(|_| format!("{t:?} is not a date YYYY-MM-DD"))
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (date(a)?, date(b)?);
+            if b < a {
+                return Err(format!("range {s:?} ends before it starts"));
+            }
+            Ok((a, b))
+        }
+        None => date(s).map(|d| (d, d)),
+    }
+}
+
+impl DerivedCalendar {
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.weekdays.is_empty() {
+            out.push("weekdays must name at least one day".into());
+        }
+        for w in &self.weekdays {
+            if parse_weekday(w).is_none() {
+                out.push(format!(
+                    "weekday {w:?} is not one of mon, tue, wed, thu, fri, sat, sun"
+                ));
+            }
+        }
+        for h in &self.holidays {
+            if let Err(e) = parse_holiday(h) {
+                out.push(format!("holiday {e}"));
+            }
+        }
+        out
+    }
+
+    /// The days of a session from `begin` to `end` inclusive: each school weekday, as a
+    /// school day or (when a configured holiday) a holiday. Other days have no record.
+    /// Invalid settings are skipped (validation reports them).
+    pub fn days(&self, begin: NaiveDate, end: NaiveDate) -> Vec<DerivedDay> {
+        let weekdays: Vec<chrono::Weekday> = self
+            .weekdays
+            .iter()
+            .filter_map(|w| parse_weekday(w))
+            .collect();
+        let holidays: Vec<(NaiveDate, NaiveDate)> = self
+            .holidays
+            .iter()
+            .filter_map(|h| parse_holiday(h).ok())
+            .collect();
+        let mut out = Vec::new();
+        let mut d = begin;
+        while d <= end {
+            if weekdays.contains(&d.weekday()) {
+                let holiday = holidays.iter().any(|(a, b)| *a <= d && d <= *b);
+                out.push(DerivedDay {
+                    date: d,
+                    is_instructional: !holiday,
+                    event: if holiday {
+                        DERIVED_HOLIDAY
+                    } else {
+                        DERIVED_SCHOOL_DAY
+                    },
+                });
+            }
+            match d.succ_opt() {
+                Some(n) => d = n,
+                None => break,
+            }
+        }
+        out
+    }
 }
 
 impl Default for Policy {
@@ -67,6 +200,7 @@ impl Default for Policy {
             future_date_tolerance_days: 0,
             uppercase_ids: false,
             max_id_length: 64,
+            derived_calendars: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -277,6 +411,17 @@ impl Policy {
                 "max_id_length",
                 format!("must be in 1..=1024, got {}", self.max_id_length),
             );
+        }
+        for (district, cal) in &self.derived_calendars {
+            if district.trim().is_empty() {
+                bad(
+                    "derived_calendars",
+                    "must not contain an empty district id".into(),
+                );
+            }
+            for p in cal.problems() {
+                bad("derived_calendars", format!("{district}: {p}"));
+            }
         }
         for d in &self.positive_attendance_districts {
             if d.trim().is_empty() {

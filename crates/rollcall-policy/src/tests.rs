@@ -486,3 +486,59 @@ fn empty_long_or_control_identifiers_are_rejected() {
     );
     assert_eq!(normalize_id("a\u{0}b", &p), Err(IdError::ControlCharacter));
 }
+
+#[test]
+fn a_derived_calendar_is_the_session_weekdays_less_the_holidays() {
+    // Grand Bend ISD's fall semester: 2021-08-23..2021-12-17 declares 81 instructional
+    // days; Labor Day and the Thanksgiving break account for the 4 other weekdays.
+    let cal = DerivedCalendar {
+        holidays: vec!["2021-09-06".into(), "2021-11-24..2021-11-26".into()],
+        ..DerivedCalendar::default()
+    };
+    let days = cal.days(d(2021, 8, 23), d(2021, 12, 17));
+    assert_eq!(days.len(), 85, "one record per weekday");
+    assert_eq!(days.iter().filter(|x| x.is_instructional).count(), 81);
+    let holidays: Vec<_> = days.iter().filter(|x| !x.is_instructional).collect();
+    assert_eq!(holidays.len(), 4);
+    assert!(holidays.iter().all(|x| x.event == DERIVED_HOLIDAY));
+    assert_eq!(holidays[0].date, d(2021, 9, 6));
+    assert!(days
+        .iter()
+        .all(|x| x.date.weekday().number_from_monday() <= 5));
+    assert_eq!(days.first().unwrap().event, DERIVED_SCHOOL_DAY);
+    // Saturday school, for a district that has it.
+    let sat = DerivedCalendar {
+        weekdays: vec!["Sat".into()],
+        holidays: vec![],
+    };
+    assert_eq!(sat.days(d(2021, 8, 23), d(2021, 9, 5)).len(), 2);
+    // An empty or reversed session has no days.
+    assert!(cal.days(d(2021, 9, 2), d(2021, 9, 1)).is_empty());
+}
+
+#[test]
+fn derived_calendar_settings_are_validated_by_name() {
+    let p = with(|p| {
+        p.derived_calendars.insert(
+            "grand-bend".into(),
+            DerivedCalendar {
+                weekdays: vec!["funday".into()],
+                holidays: vec!["2021-13-01".into(), "2021-11-26..2021-11-24".into()],
+            },
+        );
+    });
+    let err = p.validate().unwrap_err().to_string();
+    assert!(err.contains("grand-bend: weekday \"funday\""), "{err}");
+    assert!(err.contains("\"2021-13-01\" is not a date"), "{err}");
+    assert!(err.contains("ends before it starts"), "{err}");
+    let toml_policy: Policy = toml::from_str(
+        r#"
+        [derived_calendars.grand-bend]
+        holidays = ["2021-09-06"]
+        "#,
+    )
+    .unwrap();
+    let cal = &toml_policy.derived_calendars["grand-bend"];
+    assert_eq!(cal.weekdays.len(), 5, "Monday to Friday by default");
+    assert!(toml_policy.validate().is_ok());
+}

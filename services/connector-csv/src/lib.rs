@@ -22,9 +22,11 @@ use rollcall_connector_kit::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod interchange;
 pub mod presets;
 pub mod rows;
 
+pub use interchange::InterchangeReader;
 pub use presets::{preset, Column, Other, Preset, Transform, PRESETS};
 pub use rows::{Row, RowError, RowReader};
 
@@ -162,6 +164,8 @@ pub struct CsvConnector {
     open: Option<(Current, Entity, RowReader<BufReader<File>>)>,
     /// Snapshot mode: the deletes phase matching the checkpoint's `current`.
     deleting: Option<DeletePhase>,
+    /// The open Ed-Fi XML interchange matching the checkpoint's `current`.
+    open_xml: Option<(Current, InterchangeReader<BufReader<File>>)>,
 }
 
 impl CsvConnector {
@@ -243,6 +247,7 @@ impl CsvConnector {
             prefixes,
             open: None,
             deleting: None,
+            open_xml: None,
         })
     }
 
@@ -375,6 +380,9 @@ impl SisConnector for CsvConnector {
             });
         }
         let cur = state.current.clone().expect("set above");
+        if is_interchange(&cur.file) {
+            return Ok(self.xml_batch(state, cur));
+        }
         let Some(entity) = self.entity_of(&cur.file) else {
             let reason = format!(
                 "file name `{}` does not start with a known prefix ({:?}); rename it and drop it again",
@@ -465,7 +473,7 @@ impl SisConnector for CsvConnector {
                     });
                     state.current = Some(next);
                 }
-                None => self.finish(&mut state, &cur, entity, next.rows_done),
+                None => self.finish(&mut state, &cur, Some(entity), next.rows_done),
             }
         } else {
             state.current = Some(next.clone());
@@ -498,13 +506,13 @@ impl SisConnector for CsvConnector {
 impl CsvConnector {
     /// The file is done: remember its digest (and, in snapshot mode, that it is the
     /// entity's latest snapshot).
-    fn finish(&mut self, state: &mut FileState, cur: &Current, entity: Entity, rows: u64) {
+    fn finish(&mut self, state: &mut FileState, cur: &Current, entity: Option<Entity>, rows: u64) {
         state.files_done += 1;
         state.digests.push_back(cur.digest.clone());
         while state.digests.len() > DIGESTS_KEPT {
             state.digests.pop_front();
         }
-        if self.cfg.snapshots {
+        if let (true, Some(entity)) = (self.cfg.snapshots, entity) {
             state
                 .snapshots
                 .insert(entity.as_str().to_string(), cur.file.clone());
@@ -534,7 +542,7 @@ impl CsvConnector {
                         ),
                         &cur.file,
                     );
-                    self.finish(&mut state, &cur, entity, cur.rows_done);
+                    self.finish(&mut state, &cur, Some(entity), cur.rows_done);
                     return batch(state, Vec::new(), vec![dl], false, None);
                 }
             }
@@ -599,7 +607,7 @@ impl CsvConnector {
         if eof {
             self.deleting = None;
             tracing::info!(file = %cur.file, previous = %d.previous, "snapshot compared");
-            self.finish(&mut state, &cur, entity, cur.rows_done);
+            self.finish(&mut state, &cur, Some(entity), cur.rows_done);
         } else {
             let mut next = cur.clone();
             next.deletes = Some(Deletes {
@@ -698,6 +706,137 @@ impl CsvConnector {
             },
         };
         batch(state, Vec::new(), vec![dl], false, None)
+    }
+}
+
+impl CsvConnector {
+    /// The next batch of an Ed-Fi XML interchange: its elements as Ed-Fi API resources
+    /// (source system `edfi`, so the district's Ed-Fi code map applies), elements
+    /// rollcall cannot key as dead letters with their line, other elements counted and
+    /// skipped. Interchanges are loads, never snapshots: nothing is deleted.
+    fn xml_batch(&mut self, mut state: FileState, cur: Current) -> Batch {
+        let reuse = matches!(&self.open_xml, Some((c, _)) if c == &cur);
+        if !reuse {
+            self.open_xml = None;
+            let path = self.cfg.inbox.join(&cur.file);
+            let opened = File::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+                .and_then(|f| {
+                    let mut r = InterchangeReader::new(BufReader::with_capacity(1 << 20, f));
+                    r.skip(cur.rows_done).map_err(|e| e.0)?;
+                    Ok(r)
+                });
+            match opened {
+                Ok(r) => self.open_xml = Some((cur.clone(), r)),
+                Err(reason) => return self.reject(state, &cur, reason),
+            }
+        }
+        let mut records = Vec::new();
+        let mut dead = Vec::new();
+        let mut elements = 0u64;
+        let mut eof = false;
+        while (elements as usize) < self.cfg.rows_per_batch {
+            let (_, reader) = self.open_xml.as_mut().expect("opened above");
+            let item = match reader.next() {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    eof = true;
+                    break;
+                }
+                Err(e) => {
+                    self.open_xml = None;
+                    return self.reject(state, &cur, e.0);
+                }
+            };
+            elements += 1;
+            let ordinal = cur.rows_done + elements;
+            match item {
+                interchange::Item::Record(r) => {
+                    let version = ((cur.seq as i64) << 32) | (ordinal as i64 & 0xffff_ffff);
+                    records.push(xml_record(&self.cfg.district_id, &self.id, r, version));
+                }
+                interchange::Item::Skipped { element } => {
+                    metrics::counter!(
+                        "rollcall_connector_xml_elements_skipped_total",
+                        "connector" => self.id.clone(),
+                        "element" => element
+                    )
+                    .increment(1);
+                }
+                interchange::Item::Invalid {
+                    line,
+                    element,
+                    reason,
+                    xml,
+                } => {
+                    tracing::debug!(file = %cur.file, line, %element, "interchange element dead-lettered");
+                    let mut dl = self.file_dead_letter(
+                        "xml_element_invalid",
+                        reason,
+                        &format!("{}:{line}", cur.file),
+                    );
+                    dl.payload = xml.into_bytes();
+                    dead.push(dl);
+                }
+            }
+        }
+        let mut next = cur.clone();
+        next.rows_done += elements;
+        let progress = Some(Progress {
+            what: cur.file.clone(),
+            done: next.rows_done,
+            total: None,
+        });
+        if eof {
+            let root = self
+                .open_xml
+                .take()
+                .and_then(|(_, r)| r.root().map(str::to_string))
+                .unwrap_or_default();
+            tracing::info!(file = %cur.file, interchange = %root, "interchange read");
+            self.finish(&mut state, &cur, None, next.rows_done);
+        } else {
+            state.current = Some(next.clone());
+            if let Some((c, _)) = self.open_xml.as_mut() {
+                *c = next;
+            }
+        }
+        batch(state, records, dead, false, progress)
+    }
+}
+
+/// Ed-Fi XML interchange files are recognised by their extension, whatever their
+/// name's prefix: the interchange's elements say what they hold.
+fn is_interchange(file: &str) -> bool {
+    file.to_ascii_lowercase().ends_with(".xml")
+}
+
+/// The raw record of one interchange element: exactly what the Ed-Fi connector would
+/// publish for the same resource (payload, natural key, Kafka key).
+fn xml_record(district: &str, source: &str, r: interchange::Record, version: i64) -> RawRecord {
+    let key = match &r.student_id {
+        Some(student) => rollcall_model::student_key(district, student),
+        None => rollcall_model::school_key(district, &r.school_id),
+    };
+    let observed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    RawRecord {
+        key,
+        envelope: RawEnvelope {
+            source_system: "edfi".into(),
+            source_instance: source.to_string(),
+            district_id: district.to_string(),
+            entity: r.entity,
+            operation: RawOperation::Upsert,
+            natural_key: r.natural_key,
+            old_natural_key: None,
+            source_version: version,
+            observed_at_ms,
+            payload_format: PayloadFormat::EdfiJson,
+            payload: serde_json::to_vec(&r.payload).expect("JSON values serialize"),
+        },
     }
 }
 

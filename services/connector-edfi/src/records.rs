@@ -90,16 +90,10 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// `resource:k1=v1|k2=v2...` with keys sorted: the same for a change, a delete and a
-/// key change of the same record.
+/// `resource:k1=v1|k2=v2...` with keys sorted (the kit's rendering, shared with the
+/// file-drop connector's interchange reader).
 pub fn natural_key(resource: &str, kv: &Map<String, Value>) -> String {
-    let mut parts: Vec<(&String, &Value)> = kv.iter().collect();
-    parts.sort_by_key(|a| a.0.to_lowercase());
-    let body: Vec<String> = parts
-        .iter()
-        .map(|(k, v)| format!("{k}={}", text(v)))
-        .collect();
-    format!("{resource}:{}", body.join("|"))
+    rollcall_connector_kit::edfi_natural_key(resource, kv)
 }
 
 fn field<'a>(kv: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {

@@ -149,6 +149,9 @@ pub fn transform_batch(
             Ok(events) => {
                 let district = events.first().map(|e| e.district_id.clone());
                 tally.record_in(district.as_deref());
+                if events.is_empty() {
+                    tally.record_ignored();
+                }
                 for Normalized {
                     entity,
                     district_id,

@@ -17,6 +17,9 @@ pub struct BatchTally {
     pub events_out: HashMap<(String, String), u64>,
     /// (district, kind) → dead letters
     pub dead_letters: HashMap<(String, String), u64>,
+    /// Records that give no event and are no error: sessions of a district whose
+    /// calendar is not derived.
+    pub ignored: u64,
 }
 
 impl BatchTally {
@@ -25,6 +28,10 @@ impl BatchTally {
             .records_in
             .entry(district.unwrap_or(UNKNOWN).to_string())
             .or_default() += 1;
+    }
+
+    pub fn record_ignored(&mut self) {
+        self.ignored += 1;
     }
 
     pub fn record_out(&mut self, district: &str, entity: &str) {
@@ -69,6 +76,9 @@ impl BatchTally {
             metrics::counter!("rollcall_normalizer_dead_letters_total",
                 "district" => d.clone(), "kind" => k.clone())
             .increment(*n);
+        }
+        if self.ignored > 0 {
+            metrics::counter!("rollcall_normalizer_records_ignored_total").increment(self.ignored);
         }
         metrics::counter!("rollcall_normalizer_batches_total").increment(1);
         metrics::histogram!("rollcall_normalizer_batch_seconds").record(took.as_secs_f64());
