@@ -1267,3 +1267,83 @@ mod fuzz {
         }
     }
 }
+
+fn session_payload() -> serde_json::Value {
+    json!({
+        "sessionName": "2021-2022 Fall Semester",
+        "schoolReference": {"schoolId": 255901001},
+        "schoolYearTypeReference": {"schoolYear": 2022},
+        "beginDate": "2021-08-23",
+        "endDate": "2021-12-17",
+        "totalInstructionalDays": 81
+    })
+}
+
+#[test]
+fn a_session_derives_school_days_only_for_a_district_configured_to_derive() {
+    let env = envelope(
+        "edfi",
+        Entity::Calendar,
+        RawOperation::Upsert,
+        PayloadFormat::EdfiJson,
+        &session_payload(),
+    );
+    // Not configured: a session is no calendar, so nothing comes out (and no error).
+    let out = normalizer().normalize(&encode_raw(&env), today()).unwrap();
+    assert!(out.is_empty());
+    // Configured: one record per weekday, holidays not instructional, all marked derived.
+    let mut policy = Policy::default();
+    policy.derived_calendars.insert(
+        "d001".into(),
+        rollcall_policy::DerivedCalendar {
+            holidays: vec!["2021-09-06".into(), "2021-11-24..2021-11-26".into()],
+            ..Default::default()
+        },
+    );
+    let n = Normalizer::try_new(registry(), policy).unwrap();
+    let out = n.normalize(&encode_raw(&env), today()).unwrap();
+    assert_eq!(out.len(), 85);
+    let days: Vec<CalendarDay> = out
+        .iter()
+        .map(|o| {
+            assert_eq!(o.entity, Entity::Calendar);
+            assert_eq!(o.key, "d001/255901001");
+            decode_calendar_day(&o.value).unwrap()
+        })
+        .collect();
+    assert_eq!(days.iter().filter(|d| d.is_instructional).count(), 81);
+    assert!(days
+        .iter()
+        .all(|d| d.calendar_code == "derived" && d.school_year == 2022));
+    assert_eq!(
+        days[0].events,
+        ["Derived: weekday in session (2021-2022 Fall Semester)"]
+    );
+    let labor_day = days.iter().find(|x| x.date == d(2021, 9, 6)).unwrap();
+    assert!(!labor_day.is_instructional);
+    assert!(labor_day.events[0].starts_with("Derived: configured holiday"));
+    assert_eq!(days[0].source_key, "nk-1@2021-08-23");
+    // A delete cannot say which days to remove: a dead letter that says what to do.
+    let del = envelope(
+        "edfi",
+        Entity::Calendar,
+        RawOperation::Delete,
+        PayloadFormat::EdfiJson,
+        &session_payload(),
+    );
+    let r = n.normalize(&encode_raw(&del), today()).unwrap_err();
+    assert_eq!(r.kind, RejectKind::UnsupportedEntityOrFormat);
+    assert!(r.reason.contains("derived_calendars.d001"), "{}", r.reason);
+    // Dates out of order are named.
+    let mut bad = session_payload();
+    bad["endDate"] = json!("2021-08-01");
+    let env = envelope(
+        "edfi",
+        Entity::Calendar,
+        RawOperation::Upsert,
+        PayloadFormat::EdfiJson,
+        &bad,
+    );
+    let r = n.normalize(&encode_raw(&env), today()).unwrap_err();
+    assert_eq!(r.kind, RejectKind::InvalidDate);
+}
