@@ -140,3 +140,82 @@ async fn one_export_of_each_preset_is_ingested() {
         "every preset's date becomes ISO 8601"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed_fi_interchanges_flow_with_bad_elements_dead_lettered_and_bad_files_rejected() {
+    let cfg = config_with_fresh_topics("xmldrop").await;
+    let inbox = tempfile::tempdir().unwrap();
+    let event = |student: &str, date: &str| {
+        format!(
+            "  <StudentSchoolAttendanceEvent>\n    <AttendanceEvent><EventDate>{date}</EventDate>\n      <AttendanceEventCategory>uri://ed-fi.org/AttendanceEventCategoryDescriptor#Unexcused Absence</AttendanceEventCategory></AttendanceEvent>\n    <StudentReference><StudentIdentity><StudentUniqueId>{student}</StudentUniqueId></StudentIdentity></StudentReference>\n    <SchoolReference><SchoolIdentity><SchoolId>255901001</SchoolId></SchoolIdentity></SchoolReference>\n  </StudentSchoolAttendanceEvent>\n"
+        )
+    };
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<InterchangeStudentAttendance xmlns=\"http://ed-fi.org/5.2.0\">\n");
+    for i in 0..1_000 {
+        // One element in the middle lacks its student.
+        let student = if i == 500 {
+            String::new()
+        } else {
+            format!("S{i}")
+        };
+        xml.push_str(&event(&student, "2021-09-01"));
+        xml.push_str("  <Student><StudentUniqueId>x</StudentUniqueId></Student>\n");
+    }
+    xml.push_str("</InterchangeStudentAttendance>\n");
+    std::fs::write(inbox.path().join("StudentSchoolAttendance.xml"), &xml).unwrap();
+    std::fs::write(
+        inbox.path().join("broken.xml"),
+        "<InterchangeStudentAttendance><StudentSchoolAttendanceEvent>",
+    )
+    .unwrap();
+    let c: CsvConfig = serde_json::from_value(serde_json::json!({
+        "district_id": "d9",
+        "inbox": inbox.path(),
+        "rows_per_batch": 300,
+    }))
+    .unwrap();
+    let s = ingest(&cfg, "xml1", c.clone()).await;
+    // 999 events; one dead letter for the element, one for the broken file.
+    assert_eq!((s.records, s.dead_letters), (999, 2));
+    assert!(inbox
+        .path()
+        .join("done/StudentSchoolAttendance.xml")
+        .exists());
+    assert!(inbox.path().join("rejected/broken.xml").exists());
+    let reason =
+        std::fs::read_to_string(inbox.path().join("rejected/broken.xml.reason.txt")).unwrap();
+    assert!(reason.contains("ends inside an element"), "{reason}");
+
+    let client = rollcall_kafka::client_config(&cfg.kafka, &secrets());
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let raw = read_topic_to_end(&client, &topics.raw("attendance"), true).unwrap();
+    assert_eq!(raw.len(), 999);
+    let env = rollcall_avro::decode_raw(&raw[0].payload).unwrap();
+    assert_eq!(env.source_system, "edfi");
+    assert_eq!(
+        env.payload_format,
+        rollcall_connector_kit::PayloadFormat::EdfiJson
+    );
+    assert_eq!(raw[0].key.as_deref(), Some(&b"d9/S0"[..]));
+    let doc: serde_json::Value = serde_json::from_slice(&env.payload).unwrap();
+    assert_eq!(doc["studentReference"]["studentUniqueId"], "S0");
+    let mut dl: Vec<DeadLetterHeaders> = read_topic_to_end(&client, &topics.dead_letters(), true)
+        .unwrap()
+        .iter()
+        .map(|r| DeadLetterHeaders::from_pairs(&r.headers))
+        .collect();
+    dl.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(dl[0].kind, "csv_file_rejected");
+    assert_eq!(dl[1].kind, "xml_element_invalid");
+    // Each iteration writes 7 lines (6 for the event, 1 for a skipped Student) after
+    // the declaration and the root: the 501st event starts on line 3 + 7 × 500.
+    let line = 3 + 7 * 500;
+    assert_eq!(
+        dl[1].source_file.as_deref(),
+        Some(format!("StudentSchoolAttendance.xml:{line}").as_str())
+    );
+    // Dropped again: not ingested twice.
+    std::fs::write(inbox.path().join("StudentSchoolAttendance-again.xml"), &xml).unwrap();
+    let s = ingest(&cfg, "xml1", c).await;
+    assert_eq!((s.records, s.dead_letters), (0, 0));
+}
