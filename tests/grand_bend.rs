@@ -126,8 +126,8 @@ fn expected(
     }
     assert_eq!(days, 81 + 88, "the sessions' declared instructional days");
     // (school, student) → date → (absent milli, excused milli, tardy)
-    let mut by_day: BTreeMap<(String, String), BTreeMap<NaiveDate, (u64, u64, bool)>> =
-        BTreeMap::new();
+    type Days = BTreeMap<NaiveDate, (u64, u64, bool)>;
+    let mut by_day: BTreeMap<(String, String), Days> = BTreeMap::new();
     let mut out: BTreeMap<(String, String), Expected> = BTreeMap::new();
     for (student, school, d, code) in events {
         let key = (school.clone(), student.clone());
