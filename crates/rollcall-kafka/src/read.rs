@@ -43,14 +43,24 @@ pub fn read_topic_to_end(
     let consumer: BaseConsumer = c
         .create()
         .map_err(KafkaError::client("creating a reader"))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(15))
-        .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
+    // A topic created a moment ago may not be in this broker's metadata yet (seen under
+    // load): look again for a few seconds before calling it missing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let parts: Vec<i32> = loop {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(15))
+            .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
+        let parts: Vec<i32> = md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if !parts.is_empty() || std::time::Instant::now() > deadline {
+            break parts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     if parts.is_empty() {
         return Err(KafkaError::Other(format!("topic {topic} does not exist")));
     }

@@ -166,7 +166,52 @@ pub async fn ensure_topics(
             }
         }
     }
+    // The controller has created them; wait until the brokers' metadata shows every
+    // partition with a leader, so a client started next does not find "no such topic".
+    let names: Vec<String> = to_create.iter().map(|s| s.name.clone()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing = topics_without_leaders(client, &names)?;
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Other(format!(
+                "topics created but not ready after 30 s (no leader yet): {}",
+                missing.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(out)
+}
+
+/// Of `names`, those the cluster's metadata does not yet show with a leader for every
+/// partition.
+fn topics_without_leaders(
+    client: &ClientConfig,
+    names: &[String],
+) -> Result<Vec<String>, KafkaError> {
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(KafkaError::client("creating a metadata client"))?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(KafkaError::client(
+            "fetching cluster metadata (is Kafka running?)",
+        ))?;
+    Ok(names
+        .iter()
+        .filter(|n| {
+            !md.topics().iter().any(|t| {
+                t.name() == n.as_str()
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        })
+        .cloned()
+        .collect())
 }
 
 /// Topic names and partition counts the cluster has.

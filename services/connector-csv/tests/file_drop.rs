@@ -190,13 +190,17 @@ async fn ed_fi_interchanges_flow_with_bad_elements_dead_lettered_and_bad_files_r
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     let raw = read_topic_to_end(&client, &topics.raw("attendance"), true).unwrap();
     assert_eq!(raw.len(), 999);
-    let env = rollcall_avro::decode_raw(&raw[0].payload).unwrap();
+    // Records are keyed by student (spread over partitions): find S0's.
+    let s0 = raw
+        .iter()
+        .find(|r| r.key.as_deref() == Some(&b"d9/S0"[..]))
+        .expect("S0's record, keyed district/student");
+    let env = rollcall_avro::decode_raw(&s0.payload).unwrap();
     assert_eq!(env.source_system, "edfi");
     assert_eq!(
         env.payload_format,
         rollcall_connector_kit::PayloadFormat::EdfiJson
     );
-    assert_eq!(raw[0].key.as_deref(), Some(&b"d9/S0"[..]));
     let doc: serde_json::Value = serde_json::from_slice(&env.payload).unwrap();
     assert_eq!(doc["studentReference"]["studentUniqueId"], "S0");
     let mut dl: Vec<DeadLetterHeaders> = read_topic_to_end(&client, &topics.dead_letters(), true)
