@@ -3,8 +3,10 @@
 //! peak must not grow with the file.
 //!
 //!   cargo run --release -p rollcall-connector-csv --example stream_large_file -- 2048
+//!   cargo run --release -p rollcall-connector-csv --example stream_large_file -- 2048 xml
 //!
-//! The argument is the file size in MiB (default 2048). The file is written to a
+//! The first argument is the file size in MiB (default 2048); `xml` writes an Ed-Fi
+//! attendance interchange (`StudentSchoolAttendanceEvent` elements) instead of a CSV. The file is written to a
 //! temporary directory first and removed afterwards. Kafka is not involved: publishing
 //! happens per batch in the connector kit, so it adds no per-file memory.
 
@@ -32,10 +34,35 @@ async fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(2048);
+    let xml = std::env::args().nth(2).as_deref() == Some("xml");
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("attendance_large.csv");
+    let path = dir.path().join(if xml {
+        "StudentSchoolAttendance.xml"
+    } else {
+        "attendance_large.csv"
+    });
     let t = Instant::now();
-    {
+    if xml {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+        writeln!(w, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InterchangeStudentAttendance xmlns=\"http://ed-fi.org/5.2.0\">")?;
+        let mut written = 0u64;
+        let mut i = 0u64;
+        while written < mib << 20 {
+            let el = format!(
+                "\t<StudentSchoolAttendanceEvent>\n\t\t<AttendanceEvent>\n\t\t\t<EventDate>2024-{:02}-{:02}</EventDate>\n\t\t\t<AttendanceEventCategory>uri://ed-fi.org/AttendanceEventCategoryDescriptor#{}</AttendanceEventCategory>\n\t\t\t<AttendanceEventReason>note {i}</AttendanceEventReason>\n\t\t</AttendanceEvent>\n\t\t<StudentReference><StudentIdentity><StudentUniqueId>S{:08}</StudentUniqueId></StudentIdentity></StudentReference>\n\t\t<SchoolReference><SchoolIdentity><SchoolId>{}</SchoolId></SchoolIdentity></SchoolReference>\n\t\t<SessionReference><SessionIdentity><SessionName>2024-2025 Fall Semester</SessionName><SchoolYear>2024-2025</SchoolYear><SchoolReference><SchoolIdentity><SchoolId>{}</SchoolId></SchoolIdentity></SchoolReference></SessionIdentity></SessionReference>\n\t</StudentSchoolAttendanceEvent>\n",
+                9 + (i % 4),
+                1 + (i % 28),
+                ["Excused Absence", "Unexcused Absence", "Tardy", "Partial"][(i % 4) as usize],
+                i % 5_000_000,
+                255901000 + i % 50,
+                255901000 + i % 50,
+            );
+            w.write_all(el.as_bytes())?;
+            written += el.len() as u64;
+            i += 1;
+        }
+        writeln!(w, "</InterchangeStudentAttendance>")?;
+    } else {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
         writeln!(w, "school_id,student_id,date,code,secondary_code,reason")?;
         let mut written = 0u64;
