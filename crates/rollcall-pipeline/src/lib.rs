@@ -41,32 +41,53 @@ pub struct StepReport {
     pub elapsed: Duration,
 }
 
-/// The running pipeline.
-pub struct Pipeline {
+/// What one connector did in a step.
+#[derive(Debug, Clone)]
+pub struct ConnectorReport {
+    pub id: String,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub elapsed: Duration,
+}
+
+/// The sources side alone: the simulator (its Ed-Fi server and CSV drops) and the real
+/// connectors, publishing to Kafka. [`Pipeline`] adds the normalizer and the rollup in
+/// this process; `rollcall bench pipeline` runs those as separate processes instead.
+pub struct Sources {
     cfg: Config,
     secrets: Secrets,
     world: Arc<World>,
     sim: Option<SimHandle>,
     edfi_url: Option<String>,
-    as_of: Arc<Mutex<NaiveDate>>,
     stop: CancellationToken,
-    normalizer: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-    rollup: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     connectors: Vec<Box<dyn SisConnector>>,
     opts: Options,
     pub raw_records: u64,
     pub dead_letters_at_source: u64,
+    /// What each connector did in the last step.
+    pub last_step: Vec<ConnectorReport>,
 }
 
-impl Pipeline {
-    /// Create topics, migrate ClickHouse, start the simulator's Ed-Fi server and the
-    /// normalizer and rollup. Connectors run in [`Pipeline::step`].
+/// The running pipeline.
+pub struct Pipeline {
+    sources: Sources,
+    as_of: Arc<Mutex<NaiveDate>>,
+    stop: CancellationToken,
+    normalizer: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    rollup: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub raw_records: u64,
+    pub dead_letters_at_source: u64,
+}
+
+impl Sources {
+    /// Create topics, migrate ClickHouse and start the simulator's Ed-Fi server (at the
+    /// world's first day). Connectors run in [`Sources::step`].
     pub async fn start(
         cfg: Config,
         secrets: Secrets,
         world: Arc<World>,
         opts: Options,
-    ) -> anyhow::Result<Pipeline> {
+    ) -> anyhow::Result<Sources> {
         let client = rollcall_kafka::client_config(&cfg.kafka, &secrets);
         let specs = Topics::new(&cfg.kafka.topic_prefix)
             .specs(cfg.kafka.partitions, cfg.kafka.replication_factor);
@@ -84,13 +105,8 @@ impl Pipeline {
 
         let stop = CancellationToken::new();
         let first = world.first_day;
-        let edfi_districts: Vec<String> = world
-            .districts
-            .iter()
-            .filter(|d| d.spec.feed == Feed::Edfi)
-            .map(|d| d.spec.id.clone())
-            .collect();
-        let (sim, edfi_url) = if edfi_districts.is_empty() {
+        let has_edfi = world.districts.iter().any(|d| d.spec.feed == Feed::Edfi);
+        let (sim, edfi_url) = if !has_edfi {
             (None, None)
         } else {
             let server = EdfiServer::new(
@@ -112,42 +128,21 @@ impl Pipeline {
             });
             (Some(handle), Some(url))
         };
-
-        // The normalizer: the production worker on its own thread.
-        let normalizer = rollcall_normalizer::build_normalizer(&cfg)?;
-        let (c, s, st) = (cfg.clone(), secrets.clone(), stop.clone());
-        let normalizer = std::thread::Builder::new()
-            .name("normalizer".into())
-            .spawn(move || {
-                let mut w = rollcall_normalizer::Worker::connect(&c, &s, normalizer)?;
-                w.run(&rollcall_telemetry::Health::new(), &st)
-            })?;
-        // The rollup, following the simulated clock.
-        let as_of = Arc::new(Mutex::new(first));
-        let rollup = tokio::spawn(rollcall_rollup::run_with_as_of(
-            cfg.clone(),
-            secrets.clone(),
-            stop.clone(),
-            rollcall_rollup::AsOf::Shared(as_of.clone()),
-        ));
-
-        let mut p = Pipeline {
+        let mut s = Sources {
             cfg,
             secrets,
             world,
             sim,
             edfi_url,
-            as_of,
             stop,
-            normalizer: Some(normalizer),
-            rollup: Some(rollup),
             connectors: Vec::new(),
             opts,
             raw_records: 0,
             dead_letters_at_source: 0,
+            last_step: Vec::new(),
         };
-        p.connectors = p.build_connectors()?;
-        Ok(p)
+        s.connectors = s.build_connectors()?;
+        Ok(s)
     }
 
     fn inbox(&self, district: &str) -> PathBuf {
@@ -215,12 +210,8 @@ impl Pipeline {
     }
 
     /// Advance the simulated clock to `day`, drop CSV exports that are due, and run
-    /// every connector until it is caught up.
+    /// every connector (concurrently) until it is caught up.
     pub async fn step(&mut self, day: NaiveDate) -> anyhow::Result<StepReport> {
-        let started = Instant::now();
-        if let Some(sim) = &self.sim {
-            sim.set_day(day);
-        }
         let last = day >= self.opts.through;
         let since_start = (day - self.world.first_day).num_days();
         let csv_due = last
@@ -228,7 +219,20 @@ impl Pipeline {
                 .opts
                 .csv_every_days
                 .is_some_and(|n| n > 0 && since_start % i64::from(n) == 0);
-        if csv_due {
+        self.step_with(day, csv_due).await
+    }
+
+    /// [`Sources::step`] with the CSV drop decided by the caller.
+    pub async fn step_with(
+        &mut self,
+        day: NaiveDate,
+        drop_csv: bool,
+    ) -> anyhow::Result<StepReport> {
+        let started = Instant::now();
+        if let Some(sim) = &self.sim {
+            sim.set_day(day);
+        }
+        if drop_csv {
             for d in &self.world.districts {
                 if let Feed::Csv(_) = d.spec.feed {
                     csv_export::write_drop(
@@ -241,22 +245,46 @@ impl Pipeline {
                 }
             }
         }
-        let mut raw = 0;
         let connectors = std::mem::take(&mut self.connectors);
-        for c in connectors {
+        let mut runs = tokio::task::JoinSet::new();
+        for (i, c) in connectors.into_iter().enumerate() {
             let opts = RunOptions {
                 http: None,
                 stop_when_caught_up: true,
                 show_progress: false,
             };
-            // `run` consumes the connector; rebuild it from its checkpoint next time.
-            let summary = run(c, &self.cfg, &self.secrets, opts, self.stop.child_token()).await?;
-            raw += summary.records;
-            self.dead_letters_at_source += summary.dead_letters;
+            let (cfg, secrets, stop) = (
+                self.cfg.clone(),
+                self.secrets.clone(),
+                self.stop.child_token(),
+            );
+            runs.spawn(async move {
+                let id = c.id().to_string();
+                let t = Instant::now();
+                // `run` consumes the connector; rebuild it from its checkpoint next time.
+                let summary = run(c, &cfg, &secrets, opts, stop).await?;
+                anyhow::Ok((
+                    i,
+                    ConnectorReport {
+                        id,
+                        records: summary.records,
+                        dead_letters: summary.dead_letters,
+                        elapsed: t.elapsed(),
+                    },
+                ))
+            });
         }
+        let mut reports = Vec::new();
+        while let Some(r) = runs.join_next().await {
+            reports.push(r??);
+        }
+        reports.sort_by_key(|(i, _)| *i);
+        let reports: Vec<ConnectorReport> = reports.into_iter().map(|(_, r)| r).collect();
+        let raw: u64 = reports.iter().map(|r| r.records).sum();
+        self.dead_letters_at_source += reports.iter().map(|r| r.dead_letters).sum::<u64>();
+        self.last_step = reports;
         self.connectors = self.build_connectors()?;
         self.raw_records += raw;
-        *self.as_of.lock().unwrap_or_else(|p| p.into_inner()) = day;
         Ok(StepReport {
             day,
             raw_records: raw,
@@ -264,16 +292,82 @@ impl Pipeline {
         })
     }
 
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// Stop the simulator's server.
+    pub fn stop(self) {
+        self.stop.cancel();
+    }
+}
+
+impl Pipeline {
+    /// Create topics, migrate ClickHouse, start the simulator's Ed-Fi server and the
+    /// normalizer and rollup. Connectors run in [`Pipeline::step`].
+    pub async fn start(
+        cfg: Config,
+        secrets: Secrets,
+        world: Arc<World>,
+        opts: Options,
+    ) -> anyhow::Result<Pipeline> {
+        let first = world.first_day;
+        let sources = Sources::start(cfg.clone(), secrets.clone(), world, opts).await?;
+        let stop = CancellationToken::new();
+        // The normalizer: the production worker on its own thread.
+        let normalizer = rollcall_normalizer::build_normalizer(&cfg)?;
+        let (c, s, st) = (cfg.clone(), secrets.clone(), stop.clone());
+        let normalizer = std::thread::Builder::new()
+            .name("normalizer".into())
+            .spawn(move || {
+                let mut w = rollcall_normalizer::Worker::connect(&c, &s, normalizer)?;
+                w.run(&rollcall_telemetry::Health::new(), &st)
+            })?;
+        // The rollup, following the simulated clock.
+        let as_of = Arc::new(Mutex::new(first));
+        let rollup = tokio::spawn(rollcall_rollup::run_with_as_of(
+            cfg,
+            secrets,
+            stop.clone(),
+            rollcall_rollup::AsOf::Shared(as_of.clone()),
+        ));
+        Ok(Pipeline {
+            sources,
+            as_of,
+            stop,
+            normalizer: Some(normalizer),
+            rollup: Some(rollup),
+            raw_records: 0,
+            dead_letters_at_source: 0,
+        })
+    }
+
+    /// Advance the simulated clock to `day`, drop CSV exports that are due, run every
+    /// connector until it is caught up, and move the rollup's as-of date to `day`.
+    pub async fn step(&mut self, day: NaiveDate) -> anyhow::Result<StepReport> {
+        let r = self.sources.step(day).await?;
+        self.raw_records = self.sources.raw_records;
+        self.dead_letters_at_source = self.sources.dead_letters_at_source;
+        *self.as_of.lock().unwrap_or_else(|p| p.into_inner()) = day;
+        Ok(r)
+    }
+
     /// Replay every step from the first simulated day through `opts.through`.
     pub async fn replay(&mut self, mut on_step: impl FnMut(&StepReport)) -> anyhow::Result<()> {
-        let mut day = self.world.first_day;
+        let mut day = self.sources.world.first_day;
+        let through = self.sources.opts.through;
+        let step_days = self.sources.opts.step_days;
         loop {
-            let r = self.step(day.min(self.opts.through)).await?;
+            let r = self.step(day.min(through)).await?;
             on_step(&r);
-            if day >= self.opts.through {
+            if day >= through {
                 break;
             }
-            day += chrono::Duration::days(i64::from(self.opts.step_days.max(1)));
+            day += chrono::Duration::days(i64::from(step_days.max(1)));
         }
         Ok(())
     }
@@ -282,27 +376,12 @@ impl Pipeline {
     /// far (their consumer groups' offsets reach the ends of their input topics).
     pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let topics = Topics::new(&self.cfg.kafka.topic_prefix);
+        let cfg = &self.sources.cfg;
         loop {
-            let (c, s) = (self.cfg.clone(), self.secrets.clone());
-            let t = topics.clone();
-            let lag = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
-                let client = rollcall_kafka::client_config(&c.kafka, &s);
-                let raw: Vec<String> = rollcall_kafka::ENTITIES.iter().map(|e| t.raw(e)).collect();
-                let normalized: Vec<String> = rollcall_kafka::ENTITIES
-                    .iter()
-                    .map(|e| t.normalized(e))
-                    .collect();
-                Ok(
-                    rollcall_kafka::group_lag(&client, &c.normalizer.group_id, &raw)?
-                        + rollcall_kafka::group_lag(&client, &c.rollup.group_id, &normalized)?,
-                )
-            })
-            .await??;
+            let lag = pipeline_lag(cfg, &self.sources.secrets).await?;
             if lag == 0 {
                 // One more rollup batch interval so an as-of change is written too.
-                tokio::time::sleep(Duration::from_millis(self.cfg.rollup.batch_max_wait_ms * 3))
-                    .await;
+                tokio::time::sleep(Duration::from_millis(cfg.rollup.batch_max_wait_ms * 3)).await;
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
@@ -315,16 +394,17 @@ impl Pipeline {
     }
 
     pub fn config(&self) -> &Config {
-        &self.cfg
+        &self.sources.cfg
     }
 
     pub fn world(&self) -> &World {
-        &self.world
+        &self.sources.world
     }
 
     /// Stop the normalizer and the rollup (each finishes its batch and commits).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
+        self.sources.stop.cancel();
         if let Some(n) = self.normalizer.take() {
             tokio::task::spawn_blocking(move || n.join())
                 .await?
@@ -335,6 +415,26 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Records the normalizer (on the raw topics) and the rollup (on the normalized topics)
+/// have not committed yet.
+pub async fn pipeline_lag(cfg: &Config, secrets: &Secrets) -> anyhow::Result<i64> {
+    let (c, s) = (cfg.clone(), secrets.clone());
+    let t = Topics::new(&cfg.kafka.topic_prefix);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let client = rollcall_kafka::client_config(&c.kafka, &s);
+        let raw: Vec<String> = rollcall_kafka::ENTITIES.iter().map(|e| t.raw(e)).collect();
+        let normalized: Vec<String> = rollcall_kafka::ENTITIES
+            .iter()
+            .map(|e| t.normalized(e))
+            .collect();
+        Ok(
+            rollcall_kafka::group_lag(&client, &c.normalizer.group_id, &raw)?
+                + rollcall_kafka::group_lag(&client, &c.rollup.group_id, &normalized)?,
+        )
+    })
+    .await?
 }
 
 /// The configuration the pipeline needs on top of `cfg`: the simulated Ed-Fi secret in

@@ -163,6 +163,9 @@ fn real_main() -> anyhow::Result<()> {
                 bench::BenchCommand::Rollup { students } => {
                     bench::rollup(&cfg, &secrets, students).await
                 }
+                bench::BenchCommand::Pipeline(args) => {
+                    bench::pipeline::run(cfg, secrets, &args).await
+                }
             },
             Command::Report(args) => rollcall_report::cli::run_report(&cfg, &secrets, &args).await,
             Command::Dashboard(args) => {

@@ -15,6 +15,10 @@ use rollcall_model::{
 };
 use tokio_util::sync::CancellationToken;
 
+mod baseline;
+pub mod pipeline;
+mod services;
+
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum BenchCommand {
     /// Raw records → normalizer → normalized topics, through Kafka transactions.
@@ -22,6 +26,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500_000)]
         records: usize,
     },
+    /// The whole pipeline on a simulated world: throughput per stage and end to end,
+    /// freshness at a paced rate, peak memory per service, and the ClickHouse
+    /// Kafka-engine baseline in the same run.
+    Pipeline(pipeline::PipelineArgs),
     /// Normalized events → rollup → ClickHouse; then a restart to time the rebuild.
     Rollup {
         /// Students, each with ~180 instructional days and ~8% absences.
