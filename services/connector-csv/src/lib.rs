@@ -5,6 +5,8 @@
 //! checkpoint) and then moved to `done/`, or to `rejected/` with a `.reason.txt`. With
 //! `snapshots = true` every file is a full snapshot of its entity, and rows of the
 //! previous snapshot that it lacks are published as deletes (docs/csv-presets.md).
+//! Files ending in `.xml` are Ed-Fi XML interchanges instead (`interchange`): their
+//! elements are published as the Ed-Fi API resources the Ed-Fi connector would publish.
 //! Only file logic lives here; publishing and checkpoints are the connector kit's.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -33,7 +35,7 @@ pub use rows::{Row, RowError, RowReader};
 /// The registration the `rollcall` CLI lists.
 pub const FACTORY: Factory = Factory {
     kind: "csv",
-    about: "SIS file drops: CSV exports in an inbox directory",
+    about: "SIS file drops: CSV exports and Ed-Fi XML interchanges in an inbox directory",
     build,
 };
 
