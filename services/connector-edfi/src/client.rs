@@ -125,10 +125,13 @@ impl EdfiClient {
                 .send()
                 .await
                 .map_err(|e| ConnectorError::transient(format!("GET {url}: {e}")))?;
-            if resp.status().as_u16() == 401 && attempt == 0 {
-                tracing::info!(%url, "401: refreshing the access token and retrying once");
+            if resp.status().as_u16() == 401 {
                 self.token = None;
-                continue;
+                if attempt == 0 {
+                    tracing::info!(%url, "401: refreshing the access token and retrying once");
+                    continue;
+                }
+                break;
             }
             if resp.status().as_u16() == 404 && self.use_snapshot {
                 return Err(ConnectorError::fatal(format!(

@@ -67,6 +67,11 @@ pub struct EdfiConfig {
     pub requests_per_second: u32,
     #[serde(default = "default_poll")]
     pub poll_interval_secs: u64,
+    /// Pages are read until a batch holds at least this many items; the batch and the
+    /// checkpoint after its last page are one Kafka transaction. Larger batches mean
+    /// fewer transactions on a long initial load.
+    #[serde(default = "default_batch")]
+    pub records_per_batch: usize,
 }
 
 fn default_page_size() -> u32 {
@@ -80,6 +85,9 @@ fn default_rps() -> u32 {
 }
 fn default_poll() -> u64 {
     60
+}
+fn default_batch() -> usize {
+    5_000
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,8 +249,9 @@ impl SisConnector for EdfiConnector {
             tracing::info!(connector = %self.id, min = from, max = versions.newest,
                 initial = state.done_version.is_none(), "new change-version window");
         }
-        // Read pages until one has items or the window is done: steps with nothing in
-        // this window cost a request each, not a transaction each.
+        // Read pages until the batch is full or the window is done: steps with nothing
+        // in this window cost a request each, not a transaction each, and a long
+        // initial load commits every `records_per_batch` items, not every page.
         let initial = state.done_version.is_none();
         let steps = steps(initial);
         let mut records = Vec::new();
@@ -255,7 +264,18 @@ impl SisConnector for EdfiConnector {
                 break;
             }
             let (kind, resource) = steps[w.step];
-            let page = self.fetch(kind, resource, &mut w).await?;
+            let page = match self.fetch(kind, resource, &mut w).await {
+                Ok(page) => page,
+                // Pages already read are kept: they go out with the checkpoint before
+                // the failed request (`w` is dropped), and the next call retries it.
+                // Without this, a host failing one request in N could fail every batch.
+                Err(e) if !records.is_empty() || !dead_letters.is_empty() => {
+                    tracing::debug!(connector = %self.id, error = %e,
+                        "request failed mid-batch; publishing the pages read so far");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             for item in &page.items {
                 match record_from_item(
                     kind,
@@ -304,7 +324,7 @@ impl SisConnector for EdfiConnector {
                 w.token = None;
             }
             state.window = Some(w);
-            if !page.items.is_empty() {
+            if records.len() + dead_letters.len() >= self.cfg.records_per_batch.max(1) {
                 break;
             }
         }

@@ -49,7 +49,7 @@ fn config_file(dir: &std::path::Path, world: &World, base: &str) -> std::path::P
     let mut toml = String::from("[connectors.sim]\nkind = \"edfi\"\n");
     toml.push_str(&format!(
         "base_url = \"{base}\"\ndistrict_id = \"d-kc\"\nclient_id = \"rollcall\"\n\
-         client_secret_env = \"{SECRET_VAR}\"\npage_size = 100\nrequests_per_second = 10000\n\
+         client_secret_env = \"{SECRET_VAR}\"\npage_size = 100\nrecords_per_batch = 100\nrequests_per_second = 10000\n\
          poll_interval_secs = 1\n"
     ));
     toml.push_str("\n[connectors.sim.school_districts]\n");

@@ -108,6 +108,9 @@ pub struct SimState {
     pub done: bool,
     pub districts: Vec<String>,
     pub requests: u64,
+    /// Data requests answered with an injected 429 or 500.
+    #[serde(default)]
+    pub faults_injected: u64,
 }
 
 struct Inner {
@@ -132,6 +135,7 @@ struct Shared {
     served: Vec<bool>,
     served_ids: Vec<String>,
     requests: AtomicU64,
+    faults_injected: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -178,6 +182,7 @@ impl SimHandle {
             done: day >= self.0.world.last_day,
             districts: self.0.served_ids.clone(),
             requests: self.0.requests.load(Ordering::Relaxed),
+            faults_injected: self.0.faults_injected.load(Ordering::Relaxed),
         }
     }
 }
@@ -231,6 +236,7 @@ impl EdfiServer {
                 served,
                 served_ids,
                 requests: AtomicU64::new(0),
+                faults_injected: AtomicU64::new(0),
                 inner: Mutex::new(inner),
             }),
         }
@@ -335,6 +341,9 @@ impl Shared {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         let faults = self.inner.lock().expect("lock").faults;
         let u = unit(mix(faults.seed ^ 0xfa17, n));
+        if u < faults.rate_429 + faults.rate_500 {
+            self.faults_injected.fetch_add(1, Ordering::Relaxed);
+        }
         if u < faults.rate_429 {
             let mut r = problem(
                 StatusCode::TOO_MANY_REQUESTS,
