@@ -378,7 +378,7 @@ impl Source<'_> {
             return Err(reject(
                 RejectKind::UnsupportedEntityOrFormat,
                 format!(
-                    "a session {} cannot change a derived calendar (it does not carry the session's dates); republish the corrected session, and delete derived days by correcting the holidays of policy.derived_calendars.{}",
+                    "a session {} cannot change a derived calendar (it does not carry the session's dates); republish the corrected session, and delete derived days it no longer covers with calendar delete rows (calendar code `derived`) — policy.derived_calendars.{}",
                     operation.as_str(),
                     self.district_id
                 ),

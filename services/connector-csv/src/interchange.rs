@@ -268,6 +268,10 @@ impl<R: BufRead> InterchangeReader<R> {
                     if self.root.is_none() {
                         return Err(self.err(format!("the root element <{name}/> is empty")));
                     }
+                    // Counted like any child (name plus a node's overhead), so a run of
+                    // empty elements cannot grow the tree without bound.
+                    size += name.len() + std::mem::size_of::<Node>();
+                    too_big |= size > MAX_ELEMENT_BYTES;
                     let node = Node {
                         name,
                         ..Node::default()
@@ -343,7 +347,11 @@ impl<R: BufRead> InterchangeReader<R> {
                                 }
                             }
                         };
-                        top.text.push_str(&resolved);
+                        size += resolved.len();
+                        too_big |= size > MAX_ELEMENT_BYTES;
+                        if !too_big {
+                            top.text.push_str(&resolved);
+                        }
                     }
                 }
                 Event::Eof => {

@@ -747,7 +747,16 @@ impl CsvConnector {
                 }
                 Err(e) => {
                     self.open_xml = None;
-                    return self.reject(state, &cur, e.0);
+                    let published = cur.rows_done + elements;
+                    let reason = if published == 0 {
+                        e.0
+                    } else {
+                        format!(
+                            "{} — the {published} elements before this point were already published; fix the file and drop it again (upserts are idempotent)",
+                            e.0
+                        )
+                    };
+                    return self.reject(state, &cur, reason);
                 }
             };
             elements += 1;
