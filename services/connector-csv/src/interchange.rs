@@ -1,4 +1,6 @@
-//! Ed-Fi XML interchange files (the bulk-load format of Ed-Fi Data Standard 2.x–5.x):
+//! Ed-Fi XML interchange files (the bulk-load format; written for Data Standard 4.x/5.x,
+//! tested on the 5.2 samples — 2.x/3.x descriptors written as `<CodeValue>` children are
+//! not read):
 //! `InterchangeStudentAttendance`, `InterchangeStudentEnrollment`,
 //! `InterchangeEducationOrgCalendar`. Streamed one top-level element at a time, so a
 //! file of any size is read in bounded memory. Each element rollcall reads becomes the
@@ -446,7 +448,8 @@ fn to_item(line: u64, node: Node) -> Item {
 type Need<'a> = &'a dyn Fn(&Node, &[&str]) -> Result<String, String>;
 
 fn attendance(node: &Node, line: u64, need: Need) -> Result<Record, String> {
-    // Data Standard 4+ wraps the event's own fields in <AttendanceEvent>; 2.x/3.x not.
+    // Data Standard 4+ wraps the event's own fields in <AttendanceEvent>; without the
+    // wrapper they are read from the element itself.
     let ev = node.child("AttendanceEvent").unwrap_or(node);
     let student = need(node, STUDENT)?;
     let section = node.child("SectionReference");
