@@ -36,6 +36,14 @@ pub struct RawRecord {
     pub envelope: RawEnvelope,
 }
 
+/// Milliseconds since the Unix epoch: a raw envelope's `observed_at_ms`.
+pub fn observed_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// How far a long load has come, for the progress display.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {

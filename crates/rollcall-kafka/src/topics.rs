@@ -186,20 +186,25 @@ pub async fn ensure_topics(
     Ok(out)
 }
 
+/// The whole cluster's metadata, from a short-lived client.
+fn cluster_metadata(client: &ClientConfig) -> Result<rdkafka::metadata::Metadata, KafkaError> {
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(KafkaError::client("creating a metadata client"))?;
+    consumer
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(KafkaError::client(
+            "fetching cluster metadata (is Kafka running?)",
+        ))
+}
+
 /// Of `names`, those the cluster's metadata does not yet show with a leader for every
 /// partition.
 fn topics_without_leaders(
     client: &ClientConfig,
     names: &[String],
 ) -> Result<Vec<String>, KafkaError> {
-    let consumer: BaseConsumer = client
-        .create()
-        .map_err(KafkaError::client("creating a metadata client"))?;
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(15))
-        .map_err(KafkaError::client(
-            "fetching cluster metadata (is Kafka running?)",
-        ))?;
+    let md = cluster_metadata(client)?;
     Ok(names
         .iter()
         .filter(|n| {
@@ -216,14 +221,7 @@ fn topics_without_leaders(
 
 /// Topic names and partition counts the cluster has.
 pub fn list_topics(client: &ClientConfig) -> Result<Vec<(String, usize)>, KafkaError> {
-    let consumer: BaseConsumer = client
-        .create()
-        .map_err(KafkaError::client("creating a metadata client"))?;
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(15))
-        .map_err(KafkaError::client(
-            "fetching cluster metadata (is Kafka running?)",
-        ))?;
+    let md = cluster_metadata(client)?;
     Ok(md
         .topics()
         .iter()

@@ -308,28 +308,12 @@ impl<R: BufRead> InterchangeReader<R> {
                         }
                     }
                 }
-                Event::Text(t) => {
-                    if let Some(top) = stack.last_mut() {
-                        let t = t.into_inner();
-                        size += t.len();
-                        too_big |= size > MAX_ELEMENT_BYTES;
-                        if !too_big {
-                            top.text.push_str(&t);
-                        }
-                    }
-                }
+                Event::Text(t) => append_text(&mut stack, &t.into_inner(), &mut size, &mut too_big),
                 Event::CData(t) => {
-                    if let Some(top) = stack.last_mut() {
-                        let t = t.into_inner();
-                        size += t.len();
-                        too_big |= size > MAX_ELEMENT_BYTES;
-                        if !too_big {
-                            top.text.push_str(&t);
-                        }
-                    }
+                    append_text(&mut stack, &t.into_inner(), &mut size, &mut too_big)
                 }
                 Event::GeneralRef(r) => {
-                    if let Some(top) = stack.last_mut() {
+                    if !stack.is_empty() {
                         let resolved = match r.resolve_char_ref() {
                             Ok(Some(c)) => c.to_string(),
                             _ => {
@@ -349,11 +333,7 @@ impl<R: BufRead> InterchangeReader<R> {
                                 }
                             }
                         };
-                        size += resolved.len();
-                        too_big |= size > MAX_ELEMENT_BYTES;
-                        if !too_big {
-                            top.text.push_str(&resolved);
-                        }
+                        append_text(&mut stack, &resolved, &mut size, &mut too_big);
                     }
                 }
                 Event::Eof => {
@@ -367,6 +347,17 @@ impl<R: BufRead> InterchangeReader<R> {
                 }
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
             }
+        }
+    }
+}
+
+/// Adds text to the innermost open element, counting it toward the element's size cap.
+fn append_text(stack: &mut [Node], text: &str, size: &mut usize, too_big: &mut bool) {
+    if let Some(top) = stack.last_mut() {
+        *size += text.len();
+        *too_big |= *size > MAX_ELEMENT_BYTES;
+        if !*too_big {
+            top.text.push_str(text);
         }
     }
 }

@@ -829,10 +829,7 @@ fn xml_record(district: &str, source: &str, r: interchange::Record, version: i64
         Some(student) => rollcall_model::student_key(district, student),
         None => rollcall_model::school_key(district, &r.school_id),
     };
-    let observed_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let observed_at_ms = rollcall_connector_kit::observed_now_ms();
     RawRecord {
         key,
         envelope: RawEnvelope {
@@ -951,10 +948,7 @@ pub fn to_record(
         "delete" | "d" | "deleted" => RawOperation::Delete,
         _ => RawOperation::Upsert,
     };
-    let observed_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let observed_at_ms = rollcall_connector_kit::observed_now_ms();
     RawRecord {
         key,
         envelope: RawEnvelope {

@@ -158,10 +158,7 @@ pub fn record_from_item(
             rollcall_model::student_key(&district, &student)
         }
     };
-    let observed_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let observed_at_ms = rollcall_connector_kit::observed_now_ms();
     Ok(RawRecord {
         key,
         envelope: RawEnvelope {

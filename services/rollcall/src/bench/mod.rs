@@ -94,16 +94,7 @@ async fn wait_until_committed(
 }
 
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    services::vm_hwm_mib("/proc/self/status")
 }
 
 fn raw_record(i: usize) -> (String, Vec<u8>) {
