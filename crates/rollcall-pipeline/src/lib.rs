@@ -66,6 +66,16 @@ pub struct Sources {
     pub dead_letters_at_source: u64,
     /// What each connector did in the last step.
     pub last_step: Vec<ConnectorReport>,
+    /// How long a connector waits once caught up (in [`Sources::start_live`]).
+    poll_interval: Duration,
+    live: Option<LiveRuns>,
+}
+
+/// Connectors running as they do in production: polling their source until stopped.
+struct LiveRuns {
+    stop: CancellationToken,
+    started: Instant,
+    runs: tokio::task::JoinSet<anyhow::Result<(usize, ConnectorReport)>>,
 }
 
 /// The running pipeline.
@@ -140,6 +150,8 @@ impl Sources {
             raw_records: 0,
             dead_letters_at_source: 0,
             last_step: Vec::new(),
+            poll_interval: Duration::from_secs(1),
+            live: None,
         };
         s.connectors = s.build_connectors()?;
         Ok(s)
@@ -179,7 +191,7 @@ impl Sources {
                             "client_secret_env": EDFI_SECRET_ENV,
                             "page_size": 500,
                             "requests_per_second": 1000,
-                            "poll_interval_secs": 1,
+                            "poll_interval_secs": self.poll_interval.as_secs_f64(),
                         }))?;
                     out.push(Box::new(rollcall_connector_edfi::EdfiConnector::new(
                         &format!("sim-{}", d.spec.id),
@@ -195,7 +207,7 @@ impl Sources {
                             "district_id": d.spec.id,
                             "inbox": self.inbox(&d.spec.id),
                             "preset": preset.as_str(),
-                            "poll_interval_secs": 1,
+                            "poll_interval_secs": self.poll_interval.as_secs_f64(),
                             // the simulator's exports are year-to-date snapshots
                             "snapshots": true,
                         }))?;
@@ -228,6 +240,10 @@ impl Sources {
         day: NaiveDate,
         drop_csv: bool,
     ) -> anyhow::Result<StepReport> {
+        anyhow::ensure!(
+            self.live.is_none(),
+            "the connectors are running live; stop them before stepping"
+        );
         let started = Instant::now();
         if let Some(sim) = &self.sim {
             sim.set_day(day);
@@ -245,23 +261,34 @@ impl Sources {
                 }
             }
         }
+        let runs = self.spawn_runs(true, self.stop.child_token());
+        let raw = self.collect(runs).await?;
+        Ok(StepReport {
+            day,
+            raw_records: raw,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Run every connector (concurrently) in `stop_when_caught_up` mode or live.
+    fn spawn_runs(
+        &mut self,
+        stop_when_caught_up: bool,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinSet<anyhow::Result<(usize, ConnectorReport)>> {
         let connectors = std::mem::take(&mut self.connectors);
         let mut runs = tokio::task::JoinSet::new();
         for (i, c) in connectors.into_iter().enumerate() {
             let opts = RunOptions {
                 http: None,
-                stop_when_caught_up: true,
+                stop_when_caught_up,
                 show_progress: false,
             };
-            let (cfg, secrets, stop) = (
-                self.cfg.clone(),
-                self.secrets.clone(),
-                self.stop.child_token(),
-            );
+            let (cfg, secrets, stop) = (self.cfg.clone(), self.secrets.clone(), stop.clone());
             runs.spawn(async move {
                 let id = c.id().to_string();
                 let t = Instant::now();
-                // `run` consumes the connector; rebuild it from its checkpoint next time.
+                // `run` consumes the connector; it is rebuilt from its checkpoint next time.
                 let summary = run(c, &cfg, &secrets, opts, stop).await?;
                 anyhow::Ok((
                     i,
@@ -274,22 +301,73 @@ impl Sources {
                 ))
             });
         }
+        runs
+    }
+
+    /// Wait for the runs, record what they did and rebuild the connectors.
+    async fn collect(
+        &mut self,
+        mut runs: tokio::task::JoinSet<anyhow::Result<(usize, ConnectorReport)>>,
+    ) -> anyhow::Result<u64> {
         let mut reports = Vec::new();
+        let mut failed = None;
         while let Some(r) = runs.join_next().await {
-            reports.push(r??);
+            match r.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(r) => reports.push(r),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        self.connectors = self.build_connectors()?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         reports.sort_by_key(|(i, _)| *i);
         let reports: Vec<ConnectorReport> = reports.into_iter().map(|(_, r)| r).collect();
         let raw: u64 = reports.iter().map(|r| r.records).sum();
         self.dead_letters_at_source += reports.iter().map(|r| r.dead_letters).sum::<u64>();
         self.last_step = reports;
-        self.connectors = self.build_connectors()?;
         self.raw_records += raw;
+        Ok(raw)
+    }
+
+    /// Start every connector the way production runs it: polling its source every
+    /// `poll_interval` once caught up, with one transactional producer for its whole
+    /// life, until [`Sources::stop_live`]. Move the simulated SIS with [`Sources::sim`].
+    pub fn start_live(&mut self, poll_interval: Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(self.live.is_none(), "the connectors are already live");
+        anyhow::ensure!(
+            !poll_interval.is_zero(),
+            "a live poll interval must be positive"
+        );
+        self.poll_interval = poll_interval;
+        self.connectors = self.build_connectors()?;
+        let stop = self.stop.child_token();
+        let runs = self.spawn_runs(false, stop.clone());
+        self.live = Some(LiveRuns {
+            stop,
+            started: Instant::now(),
+            runs,
+        });
+        Ok(())
+    }
+
+    /// Stop the live connectors (each finishes the batch it is publishing) and return
+    /// the raw records they published and how long they ran.
+    pub async fn stop_live(&mut self) -> anyhow::Result<StepReport> {
+        let live = self.live.take().context("the connectors are not live")?;
+        live.stop.cancel();
+        self.poll_interval = Duration::from_secs(1);
+        let raw = self.collect(live.runs).await?;
         Ok(StepReport {
-            day,
+            day: self.sim.as_ref().map_or(self.opts.through, |s| s.day()),
             raw_records: raw,
-            elapsed: started.elapsed(),
+            elapsed: live.started.elapsed(),
         })
+    }
+
+    /// The simulated Ed-Fi host's clock and reveal limit (`None`: no Ed-Fi district).
+    pub fn sim(&self) -> Option<&SimHandle> {
+        self.sim.as_ref()
     }
 
     pub fn config(&self) -> &Config {

@@ -587,3 +587,51 @@ async fn serves_only_the_districts_asked_for() {
         .count();
     assert_eq!(n, expected);
 }
+
+#[tokio::test]
+async fn a_reveal_limit_shows_a_day_s_changes_gradually() {
+    let host = start(ServerOptions::default()).await;
+    // The day with the most changes.
+    let w = &host.world;
+    let day = w
+        .first_day
+        .iter_days()
+        .skip(1)
+        .take_while(|d| *d <= w.last_day)
+        .max_by_key(|d| w.newest_cv_through(*d) - w.newest_cv_through(d.pred_opt().unwrap()))
+        .unwrap();
+    let (from, to) = (
+        w.newest_cv_through(day.pred_opt().unwrap()),
+        w.newest_cv_through(day),
+    );
+    assert!(to > from + 10, "the day has changes ({from}..{to})");
+    let token = host.token().await;
+    // Hold the day back, then move the clock: nothing of the day shows yet.
+    host.handle.set_reveal_limit(Some(from));
+    host.handle.set_day(day);
+    assert_eq!(host.newest(&token).await, from);
+    let middle = from + (to - from) / 2;
+    host.handle.set_reveal_limit(Some(middle));
+    assert_eq!(host.newest(&token).await, middle);
+    assert_eq!(host.handle.state().newest_change_version, middle);
+    // Only rows changed up to the limit are served.
+    let rows = host
+        .page_all(&token, "studentSchoolAttendanceEvents", from, to)
+        .await;
+    let expected = host.world.log[from as usize..middle as usize]
+        .iter()
+        .filter(|c| {
+            let r = &host.world.records[c.record as usize];
+            r.resource == Resource::StudentSchoolAttendanceEvents
+                && host.world.districts[r.district as usize].spec.feed == Feed::Edfi
+                && !matches!(c.op, rollcall_sis_simulator::model::Op::Delete)
+                && c.next_cv.is_none_or(|n| n > middle)
+        })
+        .count();
+    assert_eq!(rows.len(), expected);
+    // A limit beyond the day changes nothing; none shows the whole day.
+    host.handle.set_reveal_limit(Some(to + 1_000_000));
+    assert_eq!(host.newest(&token).await, to);
+    host.handle.set_reveal_limit(None);
+    assert_eq!(host.newest(&token).await, to);
+}

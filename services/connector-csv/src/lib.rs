@@ -77,8 +77,9 @@ pub struct CsvConfig {
     pub school_year_start_month: u32,
     #[serde(default = "default_rows")]
     pub rows_per_batch: usize,
+    /// Once caught up, ask the source again after this many seconds (fractions allowed).
     #[serde(default = "default_poll")]
-    pub poll_interval_secs: u64,
+    pub poll_interval_secs: f64,
 }
 
 fn default_preset() -> String {
@@ -96,8 +97,8 @@ fn default_start_month() -> u32 {
 fn default_rows() -> usize {
     5_000
 }
-fn default_poll() -> u64 {
-    10
+fn default_poll() -> f64 {
+    10.0
 }
 
 fn build(name: &str, section: serde_json::Value) -> anyhow::Result<Box<dyn SisConnector>> {
@@ -172,6 +173,12 @@ pub struct CsvConnector {
 
 impl CsvConnector {
     pub fn new(name: &str, cfg: CsvConfig) -> anyhow::Result<Self> {
+        if !(cfg.poll_interval_secs.is_finite() && cfg.poll_interval_secs > 0.0) {
+            anyhow::bail!(
+                "connectors.{name}.poll_interval_secs must be a positive number of seconds, not {}",
+                cfg.poll_interval_secs
+            );
+        }
         let mut preset = preset(&cfg.preset).with_context(|| {
             format!(
                 "connectors.{name}.preset: unknown preset `{}` (known: {PRESETS:?})",
@@ -336,7 +343,7 @@ impl SisConnector for CsvConnector {
     }
 
     fn poll_interval(&self) -> Duration {
-        Duration::from_secs(self.cfg.poll_interval_secs)
+        Duration::from_secs_f64(self.cfg.poll_interval_secs)
     }
 
     async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {

@@ -65,8 +65,9 @@ pub struct EdfiConfig {
     pub use_snapshot: bool,
     #[serde(default = "default_rps")]
     pub requests_per_second: u32,
+    /// Once caught up, ask the source again after this many seconds (fractions allowed).
     #[serde(default = "default_poll")]
-    pub poll_interval_secs: u64,
+    pub poll_interval_secs: f64,
     /// Pages are read until a batch holds at least this many items; the batch and the
     /// checkpoint after its last page are one Kafka transaction. Larger batches mean
     /// fewer transactions on a long initial load.
@@ -83,8 +84,8 @@ fn default_partitions() -> u32 {
 fn default_rps() -> u32 {
     20
 }
-fn default_poll() -> u64 {
-    60
+fn default_poll() -> f64 {
+    60.0
 }
 fn default_batch() -> usize {
     5_000
@@ -178,6 +179,12 @@ impl EdfiConnector {
         if cfg.page_size == 0 {
             anyhow::bail!("connectors.{name}.page_size must be at least 1");
         }
+        if !(cfg.poll_interval_secs.is_finite() && cfg.poll_interval_secs > 0.0) {
+            anyhow::bail!(
+                "connectors.{name}.poll_interval_secs must be a positive number of seconds, not {}",
+                cfg.poll_interval_secs
+            );
+        }
         let client = EdfiClient::new(
             &cfg.base_url,
             cfg.client_id.clone(),
@@ -208,7 +215,7 @@ impl SisConnector for EdfiConnector {
     }
 
     fn poll_interval(&self) -> Duration {
-        Duration::from_secs(self.cfg.poll_interval_secs)
+        Duration::from_secs_f64(self.cfg.poll_interval_secs)
     }
 
     async fn next_batch(&mut self, cp: Option<&Checkpoint>) -> Result<Batch, ConnectorError> {

@@ -115,6 +115,8 @@ pub struct SimState {
 
 struct Inner {
     day: NaiveDate,
+    /// Within the day, only changes up to this version are shown (`None`: all of them).
+    reveal_limit: Option<u64>,
     tokens: HashMap<String, Instant>,
     tokens_issued: u64,
     faults: Faults,
@@ -163,6 +165,18 @@ impl SimHandle {
         inner.day
     }
 
+    /// Shows only the changes up to change version `limit` (if it is below the day's
+    /// newest), so a day's changes can appear gradually, as they would in a real SIS
+    /// during a school day. `None` shows the whole day again.
+    pub fn set_reveal_limit(&self, limit: Option<u64>) {
+        self.0.inner.lock().expect("lock").reveal_limit = limit;
+    }
+
+    /// The newest change version a reader sees now.
+    pub fn newest_visible(&self) -> u64 {
+        self.0.newest_visible()
+    }
+
     /// Invalidates every issued token (clients must get a new one).
     pub fn expire_tokens(&self) {
         self.0.inner.lock().expect("lock").tokens.clear();
@@ -178,7 +192,7 @@ impl SimHandle {
             day,
             first_day: self.0.world.first_day,
             last_day: self.0.world.last_day,
-            newest_change_version: self.0.world.newest_cv_through(day),
+            newest_change_version: self.0.newest_visible(),
             done: day >= self.0.world.last_day,
             districts: self.0.served_ids.clone(),
             requests: self.0.requests.load(Ordering::Relaxed),
@@ -224,6 +238,7 @@ impl EdfiServer {
             .clamp(world.first_day, world.last_day);
         let inner = Inner {
             day,
+            reveal_limit: None,
             tokens: HashMap::new(),
             tokens_issued: 0,
             faults: opts.faults,
@@ -402,10 +417,18 @@ impl Shared {
                 "Snapshot not found: this host has no snapshot (Use-Snapshot is not supported).",
             ));
         }
-        // The simulated state only changes when the clock moves, so a snapshot at the
-        // current day's boundary is exactly the live state.
-        let day = self.inner.lock().expect("lock").day;
-        Ok(self.world.newest_cv_through(day))
+        // The simulated state only changes when the clock or the reveal limit moves, so
+        // a snapshot at the current boundary is exactly the live state.
+        Ok(self.newest_visible())
+    }
+
+    fn newest_visible(&self) -> u64 {
+        let (day, limit) = {
+            let inner = self.inner.lock().expect("lock");
+            (inner.day, inner.reveal_limit)
+        };
+        let newest = self.world.newest_cv_through(day);
+        limit.map_or(newest, |l| l.min(newest))
     }
 
     fn served_record(&self, record: u32) -> bool {

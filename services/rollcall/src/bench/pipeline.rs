@@ -42,9 +42,13 @@ pub struct PipelineArgs {
     /// Paced phase: attendance events per second offered to the connectors.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u32,
-    /// Paced phase: simulated calendar days, one connector run each.
+    /// Paced phase: simulated calendar days, revealed one after another at `--rate`.
     #[arg(long, default_value_t = 21)]
     pub days: u32,
+    /// Paced phase: the connectors run live and poll their source this often (ms) once
+    /// caught up (production's default is 60 s for Ed-Fi; freshness needs it short).
+    #[arg(long, default_value_t = 100)]
+    pub poll_ms: u64,
     /// Paced phase: new attendance records probed per simulated day.
     #[arg(long, default_value_t = 25)]
     pub samples_per_day: usize,
@@ -199,18 +203,25 @@ async fn probe_loop(
     }
 }
 
-/// The Ed-Fi attendance changes that become visible on `day`, and the probes for a
-/// spread sample of the new records among them.
-fn day_changes(
-    world: &World,
-    day: NaiveDate,
-    per_day: usize,
-) -> (u64, Vec<(String, String, String, i64)>) {
-    let from = world.newest_cv_through(day.pred_opt().unwrap_or(day)) as usize;
-    let to = world.newest_cv_through(day) as usize;
-    let mut events = 0u64;
+/// One simulated day's Ed-Fi attendance changes: their change versions in the order
+/// the SIS shows them, the day's change-version bounds, and probes for a spread sample
+/// of the new records among them.
+struct DayChanges {
+    /// Change versions of the day before and of this day's last change.
+    from: u64,
+    to: u64,
+    /// Change version of each Ed-Fi attendance change of the day, ascending.
+    events: Vec<u64>,
+    /// (school, student, date, change version) of the sampled new records.
+    probes: Vec<(String, String, String, u64)>,
+}
+
+fn day_changes(world: &World, day: NaiveDate, per_day: usize) -> DayChanges {
+    let from = world.newest_cv_through(day.pred_opt().unwrap_or(day));
+    let to = world.newest_cv_through(day);
+    let mut events = Vec::new();
     let mut fresh = Vec::new();
-    for (i, c) in world.log[from..to].iter().enumerate() {
+    for (i, c) in world.log[from as usize..to as usize].iter().enumerate() {
         let rec = &world.records[c.record as usize];
         let district = &world.districts[rec.district as usize];
         if rec.resource != Resource::StudentSchoolAttendanceEvents
@@ -218,29 +229,33 @@ fn day_changes(
         {
             continue;
         }
-        events += 1;
+        // Log entry i of the day is change version from + i + 1.
+        let cv = from + i as u64 + 1;
+        events.push(cv);
         if let (Op::Upsert(Fact::Attendance(a)), None, None) = (&c.op, c.prev, rec.malformed) {
-            fresh.push((from + i, *a));
+            fresh.push((cv, *a));
         }
     }
     let step = (fresh.len() / per_day.max(1)).max(1);
-    // The Ed-Fi connector versions an upsert read in a window (from, w] 4 * w + 1, a
-    // delete 4 * cv + 2, a key change 4 * cv: anything from 4 * from + 3 on comes from
-    // this day's window or later.
     let probes = fresh
         .iter()
         .step_by(step)
         .take(per_day)
-        .map(|(_, a)| {
+        .map(|(cv, a)| {
             (
                 world.schools[a.school as usize].school_id.to_string(),
                 world.students[a.student as usize].unique_id.clone(),
                 a.date.to_string(),
-                4 * from as i64 + 3,
+                *cv,
             )
         })
         .collect();
-    (events, probes)
+    DayChanges {
+        from,
+        to,
+        events,
+        probes,
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -327,6 +342,24 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    // CPU time of every process on the machine's two cores, for where the time goes.
+    let procs: [(&str, Option<u32>); 5] = [
+        ("bench (simulator + connectors)", Some(std::process::id())),
+        ("normalizer", normalizer.pid()),
+        ("rollup", rollup.pid()),
+        ("Kafka broker", services::find_process("kafka.Kafka")),
+        (
+            "ClickHouse server",
+            services::find_process("clickhouse-server"),
+        ),
+    ];
+    let cpu = || -> Vec<f64> {
+        procs
+            .iter()
+            .map(|(_, p)| p.map_or(f64::NAN, services::cpu_seconds))
+            .collect()
+    };
+    let cpu_before = cpu();
     let t0 = Instant::now();
     let base = read_counters(&normalizer, &rollup, 0.0).await?;
     let samples = Arc::new(Mutex::new(vec![base]));
@@ -369,6 +402,7 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     };
     let (sampled, driven) = tokio::join!(sampler, drive);
     let (step, connectors_done, drained) = driven?;
+    let cpu_after = cpu();
     sampled?;
     bar.finish_and_clear();
     let samples: Vec<Sample> = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -435,6 +469,29 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
         rate(step.raw_records as f64, e2e_end)
     );
     let bulk_rate = attendance / e2e_end;
+    println!(
+        "  CPU in the bulk phase ({:.1} s wall, {:.0} attendance events):",
+        drained.as_secs_f64(),
+        attendance
+    );
+    let mut cpu_total = 0.0;
+    for (((name, pid), a), b) in procs.iter().zip(&cpu_before).zip(&cpu_after) {
+        let used = b - a;
+        if used.is_finite() {
+            cpu_total += used;
+        }
+        println!(
+            "    {name:<32} {used:>7.1} s CPU  {:>6.1} µs/event  (pid {})",
+            used * 1e6 / attendance.max(1.0),
+            pid.map_or("-".to_string(), |p| p.to_string())
+        );
+    }
+    println!(
+        "    {:<32} {cpu_total:>7.1} s CPU  {:>6.1} µs/event  = {:.2} cores busy on average",
+        "together",
+        cpu_total * 1e6 / attendance.max(1.0),
+        cpu_total / drained.as_secs_f64()
+    );
 
     // ---- Paced phase ----
     println!(
@@ -459,46 +516,70 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    let sim_handle = sources
+        .sim()
+        .context("the bench world has no Ed-Fi district")?
+        .clone();
+    // The connectors run as in production from here on: each keeps its producer and
+    // polls its source every --poll-ms once caught up.
+    sources.start_live(Duration::from_millis(args.poll_ms.max(1)))?;
+    let rate = f64::from(args.rate.max(1));
     let paced_started = Instant::now();
     let mut offered = 0u64;
-    let mut paced_raw = 0u64;
-    let mut connector_time = Duration::ZERO;
     let mut day = bulk_through;
-    let mut next = Instant::now();
     while day < paced_last {
         day = day.succ_opt().context("date overflow")?;
-        let (events, probes) = day_changes(&world, day, args.samples_per_day);
-        if events == 0 {
-            // A weekend or holiday: nothing is offered, so no connector run (one would
-            // cost ~0.8 s of producer setup and dilute the achieved rate).
+        let changes = day_changes(&world, day, args.samples_per_day);
+        if changes.events.is_empty() {
+            // A weekend or holiday: nothing to offer (its other changes, if any, show
+            // with the next school day's).
             bar.inc(1);
             continue;
         }
-        tokio::time::sleep_until(next.into()).await;
-        let at = Instant::now();
-        next = at + Duration::from_secs_f64(events as f64 / f64::from(args.rate.max(1)));
-        pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(
-                probes
-                    .into_iter()
-                    .map(|(school_id, student_id, date, v)| Probe {
-                        school_id,
-                        student_id,
-                        date,
-                        min_source_version: v,
-                        offered: at,
-                    }),
-            );
-        let r = sources.step_with(day, false).await?;
-        connector_time += r.elapsed;
-        offered += events;
-        paced_raw += r.raw_records;
+        // The day's changes appear gradually, `--rate` attendance events per second
+        // over the whole phase: every 10 ms the SIS shows the ones now due.
+        sim_handle.set_reveal_limit(Some(changes.from));
+        sim_handle.set_day(day);
+        let mut unoffered = changes.probes;
+        let mut shown = 0usize;
+        while shown < changes.events.len() {
+            let due = (paced_started.elapsed().as_secs_f64() * rate) as u64;
+            let n = (due.saturating_sub(offered) as usize).min(changes.events.len() - shown);
+            if n > 0 {
+                shown += n;
+                offered += n as u64;
+                let limit = if shown == changes.events.len() {
+                    changes.to
+                } else {
+                    changes.events[shown - 1]
+                };
+                sim_handle.set_reveal_limit(Some(limit));
+                let now = Instant::now();
+                let (now_shown, later): (Vec<_>, Vec<_>) =
+                    unoffered.into_iter().partition(|p| p.3 <= limit);
+                unoffered = later;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).extend(
+                    now_shown
+                        .into_iter()
+                        .map(|(school_id, student_id, date, cv)| Probe {
+                            school_id,
+                            student_id,
+                            date,
+                            // An upsert read in a window (a, w] is versioned 4 * w + 1
+                            // by the Ed-Fi connector, and w >= cv: nothing read before
+                            // this record was shown carries that version.
+                            min_source_version: 4 * cv as i64 + 1,
+                            offered: now,
+                        }),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         bar.inc(1);
-        bar.set_message(format!("{day}: {events} events"));
+        bar.set_message(format!("{day}: {} events", changes.events.len()));
     }
     let paced_secs = paced_started.elapsed().as_secs_f64();
+    sim_handle.set_reveal_limit(None);
     bar.finish_and_clear();
     // Give the last days' probes time to land (30 s), then stop probing.
     let wait_started = Instant::now();
@@ -509,15 +590,18 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     }
     probe_stop.cancel();
     prober.await??;
+    let live = sources.stop_live().await?;
     let timeouts = pending.lock().unwrap_or_else(|p| p.into_inner()).len();
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|a, b| a.total_cmp(b));
     println!("\npaced phase (freshness), single run");
     println!(
-        "  offered {offered} Ed-Fi attendance events ({paced_raw} raw records) over {paced_secs:.1} s = {:.0} events/s achieved (target {}); connectors busy {:.1} s",
+        "  offered {offered} Ed-Fi attendance events over {paced_secs:.1} s = {:.0} events/s (asked {}); \
+         the live connectors (polling every {} ms) published {} raw records",
         offered as f64 / paced_secs,
         args.rate,
-        connector_time.as_secs_f64()
+        args.poll_ms,
+        live.raw_records
     );
     println!(
         "  latency, SIS shows the record → its student_days row in ClickHouse: p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} samples{})",
@@ -535,7 +619,16 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     // ---- Memory ----
     let (normalizer_rss, rollup_rss) = (normalizer.peak_rss_mib(), rollup.peak_rss_mib());
     let bench_rss = services::vm_hwm_mib("/proc/self/status");
-    let final_counts = read_counters(&normalizer, &rollup, 0.0).await?;
+    // The live connectors may have published after the last probe landed: give the
+    // normalizer up to 30 s to read everything before the check below.
+    let mut final_counts = read_counters(&normalizer, &rollup, 0.0).await?;
+    let wait_started = Instant::now();
+    while ((final_counts.normalizer_in - base.normalizer_in) as u64) < sources.raw_records
+        && wait_started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        final_counts = read_counters(&normalizer, &rollup, 0.0).await?;
+    }
     normalizer.stop().await?;
     rollup.stop().await?;
     let raw_published = sources.raw_records;

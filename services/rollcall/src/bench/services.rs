@@ -157,6 +157,42 @@ pub fn write_config(cfg: &Config, path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// CPU time (user + system) a process has used so far, seconds; `NaN` if it is gone.
+/// `/proc/<pid>/stat` counts in clock ticks of 1/100 s (USER_HZ on Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    match (
+        fields.get(11).and_then(|v| v.parse::<f64>().ok()),
+        fields.get(12).and_then(|v| v.parse::<f64>().ok()),
+    ) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// The pid of the first process whose command line contains `needle` (e.g. the local
+/// Kafka broker, `kafka.Kafka`), for CPU accounting.
+pub fn find_process(needle: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        if pid == me {
+            return None;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(needle).then_some(pid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +214,18 @@ mod tests {
             12.0
         );
         assert_eq!(metric_sum(text, "missing", &[]), 0.0);
+    }
+
+    #[test]
+    fn this_process_uses_cpu_and_is_found_by_its_command_line() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let used = cpu_seconds(std::process::id());
+        assert!(used > 0.0 && used.is_finite(), "{used}");
+        assert!(cpu_seconds(u32::MAX).is_nan());
+        assert_eq!(find_process("no-such-process-\u{1}-rollcall"), None);
     }
 }
