@@ -3,6 +3,7 @@
 //! with the simulated day it becomes visible and a global change version.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
@@ -555,9 +556,14 @@ impl World {
     /// The Ed-Fi resource `id` of a record: 32 lowercase hex digits, stable for the
     /// record's life and derived from the seed.
     pub fn edfi_id(&self, record: RecordId) -> String {
+        self.edfi_id_display(record).to_string()
+    }
+
+    /// [`World::edfi_id`] without allocating: displays the same 32 hex digits.
+    pub(crate) fn edfi_id_display(&self, record: RecordId) -> EdfiId {
         let a = crate::rng::mix(self.config.seed ^ 0x6564_6669, u64::from(record));
         let b = crate::rng::mix(a, 0x1d);
-        format!("{a:016x}{b:016x}")
+        EdfiId(a, b)
     }
 
     pub fn district_of_school(&self, school: u32) -> &District {
@@ -573,9 +579,16 @@ impl World {
 
     /// Session name of a date ("2024-2025 Fall Semester" before 1 January, else Spring).
     pub fn session_name(&self, date: NaiveDate) -> String {
-        let y = self.config.school_year;
-        let term = if date.year() < y { "Fall" } else { "Spring" };
-        format!("{}-{} {} Semester", y - 1, y, term)
+        self.session_name_display(date).to_string()
+    }
+
+    /// [`World::session_name`] without allocating.
+    pub(crate) fn session_name_display(&self, date: NaiveDate) -> SessionName {
+        let year = self.config.school_year;
+        SessionName {
+            year,
+            fall: date.year() < year,
+        }
     }
 
     /// Counts of changes by kind (for logs and docs).
@@ -672,5 +685,30 @@ impl<'a> View<'a> {
             .filter(|(_, _, r, _)| r.malformed.is_none())
             .map(|(_, id, _, f)| (id, *f))
             .collect()
+    }
+}
+
+/// A record's Ed-Fi `id` as [`World::edfi_id_display`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EdfiId(u64, u64);
+
+impl fmt::Display for EdfiId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:016x}", self.0, self.1)
+    }
+}
+
+/// A session name as [`World::session_name_display`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionName {
+    year: i32,
+    fall: bool,
+}
+
+impl fmt::Display for SessionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let y = self.year;
+        let term = if self.fall { "Fall" } else { "Spring" };
+        write!(f, "{}-{} {} Semester", y - 1, y, term)
     }
 }

@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::json::{key_values, resource_json};
+use super::json::{key_values, write_resource_json};
 use crate::config::Feed;
 use crate::model::{Op, Resource, World};
 use crate::rng::{mix, unit};
@@ -558,6 +558,28 @@ fn json_array(items: Vec<Value>) -> Response {
     Json(Value::Array(items)).into_response()
 }
 
+/// A page of resources: the bytes `json_array` would give for their `resource_json`
+/// values, written straight from the world.
+fn resource_page(world: &World, log_indexes: impl ExactSizeIterator<Item = u32>) -> Response {
+    let mut body = Vec::with_capacity(2 + log_indexes.len() * 512);
+    body.push(b'[');
+    for (n, i) in log_indexes.enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        write_resource_json(world, i as usize, &mut body);
+    }
+    body.push(b']');
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Bytes::from(body),
+    )
+        .into_response()
+}
+
 fn with_total(mut r: Response, total: Option<usize>) -> Response {
     if let Some(t) = total {
         r.headers_mut()
@@ -755,12 +777,8 @@ async fn list(
                 .take_while(|&i| world.log[i as usize].record <= hi)
                 .take(size + 1)
                 .collect();
-            let page: Vec<Value> = in_range
-                .iter()
-                .take(size)
-                .map(|&i| resource_json(world, i as usize))
-                .collect();
-            let mut r = with_total(json_array(page), total);
+            let page = in_range.iter().copied().take(size);
+            let mut r = with_total(resource_page(world, page), total);
             if in_range.len() > size {
                 let next = world.log[in_range[size] as usize].record;
                 if let Ok(v) = HeaderValue::from_str(&encode_token(next, hi)) {
@@ -771,13 +789,8 @@ async fn list(
         }
         let offset = p.u64("offset")?.unwrap_or(0) as usize;
         let limit = page_size(&s, p.u64("limit")?, "limit")?;
-        let page: Vec<Value> = items
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|&i| resource_json(world, i as usize))
-            .collect();
-        Ok(with_total(json_array(page), total))
+        let page = items.iter().copied().skip(offset).take(limit);
+        Ok(with_total(resource_page(world, page), total))
     })();
     result.unwrap_or_else(|e| e)
 }
