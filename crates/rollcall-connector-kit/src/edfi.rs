@@ -16,7 +16,7 @@ fn text(v: &Value) -> String {
 /// change, a delete and a key change of the same record, and for the interchange form.
 pub fn edfi_natural_key(resource: &str, kv: &Map<String, Value>) -> String {
     let mut parts: Vec<(&String, &Value)> = kv.iter().collect();
-    parts.sort_by_key(|a| a.0.to_lowercase());
+    parts.sort_by_cached_key(|a| a.0.to_lowercase());
     let body: Vec<String> = parts
         .iter()
         .map(|(k, v)| format!("{k}={}", text(v)))

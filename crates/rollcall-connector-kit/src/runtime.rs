@@ -191,10 +191,19 @@ fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<O
 }
 
 fn emit(id: &str, batch: &Batch) {
+    // One counter update per entity and batch, not per record.
+    let mut per_entity: Vec<(&'static str, u64)> = Vec::new();
     for r in &batch.records {
+        let e = r.envelope.entity.as_str();
+        match per_entity.iter_mut().find(|(k, _)| *k == e) {
+            Some((_, n)) => *n += 1,
+            None => per_entity.push((e, 1)),
+        }
+    }
+    for (entity, n) in per_entity {
         metrics::counter!("rollcall_connector_records_total",
-            "connector" => id.to_string(), "entity" => r.envelope.entity.as_str())
-        .increment(1);
+            "connector" => id.to_string(), "entity" => entity)
+        .increment(n);
     }
     if !batch.dead_letters.is_empty() {
         metrics::counter!("rollcall_connector_dead_letters_total", "connector" => id.to_string())

@@ -20,6 +20,9 @@ struct Args {
     json_logs: bool,
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = rollcall_normalizer::main_with(args.config.as_deref(), args.json_logs) {

@@ -116,6 +116,9 @@ enum TopicsAction {
     List,
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = real_main() {
         // One line for the person at the terminal; details in the chain.

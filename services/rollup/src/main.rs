@@ -23,6 +23,9 @@ struct Args {
     as_of: Option<String>,
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = rollcall_rollup::main_with(args.config.as_deref(), args.json_logs, args.as_of) {
