@@ -112,6 +112,15 @@ pub trait SisConnector: Send {
         Ok(())
     }
 
+    /// May [`SisConnector::next_batch`] run while the previous batch's transaction is
+    /// still committing? Then reading the source overlaps publishing to Kafka. Only
+    /// for a connector whose next batch depends on nothing but the checkpoint it is
+    /// given — not one whose `committed` step changes what it reads next (the file-drop
+    /// connector moves finished files out of its inbox there).
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+
     /// How long to wait once caught up before asking again.
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(30)

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{load_checkpoint, StoredCheckpoint};
 use crate::retry::Backoff;
-use crate::{Batch, ConnectorError, Progress, SisConnector};
+use crate::{Batch, Checkpoint, ConnectorError, Progress, SisConnector};
 
 /// How to run a connector.
 #[derive(Debug, Clone)]
@@ -87,6 +87,12 @@ pub async fn run(
     let mut summary = RunSummary::default();
     let mut backoff = Backoff::default();
     let mut display = ProgressDisplay::new(opts.show_progress);
+    // For a connector that reads ahead, one batch is published (its Kafka transaction
+    // committing on a blocking thread) while the next is read from the source. The
+    // next batch starts from the checkpoint of the one in flight, which is exactly
+    // what a restart would start from once that transaction has committed; if it does
+    // not commit, the run fails and the batch read meanwhile is dropped unpublished.
+    let mut in_flight: Option<InFlight> = None;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -95,12 +101,13 @@ pub async fn run(
             r = connector.next_batch(checkpoint.as_ref()) => r,
             _ = shutdown.cancelled() => break,
         };
-        let batch = match next {
+        let mut batch = match next {
             Ok(b) => b,
             Err(ConnectorError::Transient {
                 message,
                 retry_after,
             }) => {
+                finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
                 let wait = backoff.next_delay(retry_after);
                 summary.retries += 1;
                 metrics::counter!("rollcall_connector_retries_total", "connector" => id.clone())
@@ -113,31 +120,55 @@ pub async fn run(
                 }
             }
             Err(ConnectorError::Fatal(m)) => {
+                // What was read before still lands; then stop.
+                let published = finish(&mut in_flight, &mut *connector, &id, &mut summary).await;
                 health.set_broken();
+                published?;
                 anyhow::bail!("connector {id}: {m}");
             }
         };
         backoff.reset();
+        // The previous transaction must have committed before this one starts.
+        finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
         let unchanged = checkpoint.as_ref() == Some(&batch.checkpoint);
         if !(batch.records.is_empty() && batch.dead_letters.is_empty() && unchanged) {
-            let outs = out_records(&topics, &id, &batch)?;
-            let p = producer.clone();
-            tokio::task::spawn_blocking(move || p.send_all(&outs))
-                .await?
-                .with_context(|| format!("publishing a batch of {id}"))?;
-            if let Err(e) = connector.committed(&batch.checkpoint).await {
-                tracing::warn!(connector = %id, error = %e, "after-commit step failed; it is retried on the next start");
-            }
-            summary.batches += 1;
-            summary.records += batch.records.len() as u64;
-            summary.dead_letters += batch.dead_letters.len() as u64;
-            emit(&id, &batch);
+            let (p, t, i) = (producer.clone(), topics.clone(), id.clone());
+            let flight = InFlight {
+                publish: None,
+                checkpoint: batch.checkpoint.clone(),
+                records: batch.records.len() as u64,
+                dead_letters: batch.dead_letters.len() as u64,
+                counts: entity_counts(&batch),
+            };
+            let progress = batch.progress.clone();
+            let (caught_up, next_checkpoint) = (batch.caught_up, batch.checkpoint.clone());
+            // Encoding (Avro) and producing both happen off the async task.
+            let publish = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let outs = out_records(&t, &i, &batch)?;
+                p.send_all(&outs)?;
+                Ok(())
+            });
+            in_flight = Some(InFlight {
+                publish: Some(publish),
+                ..flight
+            });
+            batch = Batch {
+                records: Vec::new(),
+                dead_letters: Vec::new(),
+                checkpoint: next_checkpoint,
+                caught_up,
+                progress,
+            };
+        }
+        if !connector.reads_ahead() {
+            finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
         }
         if let Some(p) = &batch.progress {
             display.show(p);
         }
         checkpoint = Some(batch.checkpoint);
         if batch.caught_up {
+            finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
             if opts.stop_when_caught_up {
                 break;
             }
@@ -147,6 +178,8 @@ pub async fn run(
             }
         }
     }
+    // A batch in flight at shutdown is finished, not abandoned.
+    finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
     display.finish();
     health.set_ready(false);
     tracing::info!(connector = %id, batches = summary.batches, records = summary.records,
@@ -190,8 +223,45 @@ fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<O
     Ok(outs)
 }
 
-fn emit(id: &str, batch: &Batch) {
-    // One counter update per entity and batch, not per record.
+/// A batch being published: its transaction commits on a blocking thread.
+struct InFlight {
+    publish: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The checkpoint after the batch, for `committed` and the log.
+    checkpoint: Checkpoint,
+    records: u64,
+    dead_letters: u64,
+    counts: Vec<(&'static str, u64)>,
+}
+
+/// Wait for the batch in flight (if any) to commit, then run the connector's
+/// after-commit step and count it.
+async fn finish(
+    in_flight: &mut Option<InFlight>,
+    connector: &mut dyn SisConnector,
+    id: &str,
+    summary: &mut RunSummary,
+) -> anyhow::Result<()> {
+    let Some(mut f) = in_flight.take() else {
+        return Ok(());
+    };
+    let Some(publish) = f.publish.take() else {
+        return Ok(());
+    };
+    publish
+        .await?
+        .with_context(|| format!("publishing a batch of {id}"))?;
+    if let Err(e) = connector.committed(&f.checkpoint).await {
+        tracing::warn!(connector = %id, error = %e, "after-commit step failed; it is retried on the next start");
+    }
+    summary.batches += 1;
+    summary.records += f.records;
+    summary.dead_letters += f.dead_letters;
+    emit(id, &f);
+    Ok(())
+}
+
+/// Records per entity in a batch (one counter update each, not one per record).
+fn entity_counts(batch: &Batch) -> Vec<(&'static str, u64)> {
     let mut per_entity: Vec<(&'static str, u64)> = Vec::new();
     for r in &batch.records {
         let e = r.envelope.entity.as_str();
@@ -200,19 +270,23 @@ fn emit(id: &str, batch: &Batch) {
             None => per_entity.push((e, 1)),
         }
     }
-    for (entity, n) in per_entity {
+    per_entity
+}
+
+fn emit(id: &str, f: &InFlight) {
+    for (entity, n) in &f.counts {
         metrics::counter!("rollcall_connector_records_total",
-            "connector" => id.to_string(), "entity" => entity)
-        .increment(n);
+            "connector" => id.to_string(), "entity" => *entity)
+        .increment(*n);
     }
-    if !batch.dead_letters.is_empty() {
+    if f.dead_letters > 0 {
         metrics::counter!("rollcall_connector_dead_letters_total", "connector" => id.to_string())
-            .increment(batch.dead_letters.len() as u64);
+            .increment(f.dead_letters);
     }
     metrics::counter!("rollcall_connector_batches_total", "connector" => id.to_string())
         .increment(1);
-    tracing::debug!(connector = %id, records = batch.records.len(),
-        dead_letters = batch.dead_letters.len(), checkpoint = %batch.checkpoint.0, "batch committed");
+    tracing::debug!(connector = %id, records = f.records,
+        dead_letters = f.dead_letters, checkpoint = %f.checkpoint.0, "batch committed");
 }
 
 /// A progress bar on a terminal, a log line every few seconds otherwise.

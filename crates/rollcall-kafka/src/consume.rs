@@ -24,6 +24,11 @@ pub(crate) fn committed_reader(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", "52428800")
+        // Let the broker gather data for up to 20 ms instead of answering each fetch
+        // with the few records that just arrived: far fewer fetch requests at high
+        // rates (broker CPU), at most 20 ms more latency per stage at low ones.
+        .set("fetch.min.bytes", "262144")
+        .set("fetch.wait.max.ms", "20")
         .set("queued.max.messages.kbytes", "262144");
     c.create().map_err(KafkaError::client("creating consumer"))
 }

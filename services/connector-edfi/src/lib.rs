@@ -214,6 +214,12 @@ impl SisConnector for EdfiConnector {
         &self.id
     }
 
+    /// The next batch depends only on the checkpoint (change versions, offsets, page
+    /// tokens), so reading it may overlap the previous batch's commit.
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     fn poll_interval(&self) -> Duration {
         Duration::from_secs_f64(self.cfg.poll_interval_secs)
     }

@@ -407,6 +407,19 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     bar.finish_and_clear();
     let samples: Vec<Sample> = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let last = *samples.last().context("no samples")?;
+    if std::env::var_os("ROLLCALL_BENCH_TIMELINE").is_some() {
+        // The counters as sampled, for looking at how the stages fill and drain.
+        for s in &samples {
+            println!(
+                "  t={:>6.1}s normalizer {:>9.0} rollup {:>9.0} (attendance {:>9.0}) rows {:>9.0}",
+                s.t,
+                s.normalizer_in - base.normalizer_in,
+                s.rollup_records - base.rollup_records,
+                s.rollup_attendance - base.rollup_attendance,
+                s.rows_written - base.rows_written
+            );
+        }
+    }
 
     println!("\nbulk phase (throughput), single run");
     println!(
@@ -469,6 +482,34 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
         rate(step.raw_records as f64, e2e_end)
     );
     let bulk_rate = attendance / e2e_end;
+    // Sustained: the rate while every stage runs, without the pipeline filling up (the
+    // first batches travelling through each stage, calendars and enrollments first) and
+    // draining (the last ones): attendance events applied by the rollup, the last
+    // stage, while it goes from 10% to 90% of all the records it reads.
+    let records = last.rollup_records - base.rollup_records;
+    let reached = |share: f64| {
+        samples
+            .iter()
+            .find(|s| s.rollup_records - base.rollup_records >= share * records)
+    };
+    let sustained = match (reached(0.1), reached(0.9)) {
+        (Some(a), Some(b)) if b.t > a.t => Some((
+            a.t,
+            b.t,
+            (b.rollup_attendance - a.rollup_attendance) / (b.t - a.t),
+            b.rollup_attendance - a.rollup_attendance,
+        )),
+        _ => None,
+    };
+    if let Some((a, b, r, n)) = sustained {
+        println!(
+            "  {:<34} {:>11.0} {:>9.2} {:>10.0}/s   (while the rollup read 10% → 90% of its records, {a:.1}–{b:.1} s)",
+            "END TO END, sustained",
+            n,
+            b - a,
+            r
+        );
+    }
     println!(
         "  CPU in the bulk phase ({:.1} s wall, {:.0} attendance events):",
         drained.as_secs_f64(),
