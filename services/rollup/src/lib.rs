@@ -136,7 +136,8 @@ pub fn owned_partitions(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Vec<T
 pub struct Rollup {
     state: RollupState,
     reader: AssignedReader,
-    writer: RowWriter,
+    /// `None` while a write is in flight (the task owns it).
+    writer: Option<RowWriter>,
     topics: Topics,
     as_of: AsOf,
     /// Next offset per owned partition: what will be committed.
@@ -238,7 +239,7 @@ impl Rollup {
         Ok(Rollup {
             state,
             reader,
-            writer: RowWriter::new(db),
+            writer: Some(RowWriter::new(db)),
             topics,
             as_of,
             next,
@@ -258,49 +259,81 @@ impl Rollup {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut last_as_of = None;
+        // The ClickHouse write of one batch runs as its own task while the next records
+        // are read and applied (a large write — a new enrollment fills every school day
+        // of a student — would otherwise stall reading for seconds). Writes stay in
+        // order, one at a time, and the offsets of a batch are committed only once its
+        // write is acknowledged.
+        let mut in_flight: Option<WriteInFlight> = None;
         loop {
             let stopping = shutdown.is_cancelled();
-            let batch = if stopping {
-                Vec::new()
-            } else {
-                let (max, wait) = (self.max_records, self.max_wait);
-                tokio::task::block_in_place(|| self.reader.poll_batch(max, wait))
-            };
             let started = Instant::now();
-            for rec in &batch {
-                apply(&mut self.state, &self.topics, rec);
-                self.next
-                    .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            let mut records = 0usize;
+            // Read at least once; while a write is in flight keep reading (up to
+            // READ_AHEAD_BATCHES batches) so its time is used.
+            for round in 0..READ_AHEAD_BATCHES {
+                let writing = in_flight.as_ref().is_some_and(|w| !w.task.is_finished());
+                if stopping || (round > 0 && !writing) {
+                    break;
+                }
+                let (max, wait) = (self.max_records, self.max_wait);
+                let batch = tokio::task::block_in_place(|| self.reader.poll_batch(max, wait));
+                for rec in &batch {
+                    apply(&mut self.state, &self.topics, rec);
+                    self.next
+                        .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+                }
+                records += batch.len();
+                if batch.is_empty() {
+                    break;
+                }
             }
             let as_of = self.as_of.date();
             if as_of != self.state.as_of() {
                 let dirty = self.state.set_as_of(as_of)?;
                 tracing::info!(%as_of, students = dirty, "as-of date moved; refreshing students");
             }
+            // The previous write must be acknowledged (and its offsets committed)
+            // before the next one starts.
+            if let Some(w) = in_flight.take() {
+                self.finish_write(w).await?;
+            }
             let changes = self.state.drain_dirty();
             let rows: usize = changes.iter().map(|c| c.len()).sum();
+            let meta = format!("{AS_OF_META}{as_of}");
             if !changes.is_empty() {
                 health.set_ready(true);
-                self.writer.write(&changes, shutdown, health).await?;
-            }
-            // Only now is everything up to `next` durable in ClickHouse.
-            if !batch.is_empty() || last_as_of != Some(as_of) {
-                let meta = format!("{AS_OF_META}{as_of}");
+                let mut writer = self.writer.take().context("no writer")?;
+                let (h, sd) = (health.clone(), shutdown.clone());
+                in_flight = Some(WriteInFlight {
+                    task: tokio::spawn(async move {
+                        let r = writer.write(&changes, &sd, &h).await;
+                        (writer, r)
+                    }),
+                    next: self.next.clone(),
+                    meta,
+                });
+                last_as_of = Some(as_of);
+            } else if records > 0 || last_as_of != Some(as_of) {
+                // Nothing to write (duplicates, stale records): commit at once.
                 tokio::task::block_in_place(|| self.reader.commit(&self.next, &meta))?;
                 last_as_of = Some(as_of);
             }
-            if !batch.is_empty() {
+            if records > 0 {
                 metrics::histogram!("rollcall_rollup_batch_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!("rollcall_rollup_students").set(self.state.stats().students as f64);
                 tracing::debug!(
-                    records = batch.len(),
+                    records,
                     rows,
                     ms = started.elapsed().as_millis() as u64,
-                    "batch written"
+                    "batch applied; its write started"
                 );
             }
             if stopping {
+                if let Some(w) = in_flight.take() {
+                    self.finish_write(w).await?;
+                }
                 break;
             }
         }
@@ -308,6 +341,27 @@ impl Rollup {
         tracing::info!("rollup stopped cleanly");
         Ok(())
     }
+
+    /// Wait for a write and commit the offsets it made durable.
+    async fn finish_write(&mut self, w: WriteInFlight) -> anyhow::Result<()> {
+        let (writer, result) = w.task.await.context("the ClickHouse write task failed")?;
+        self.writer = Some(writer);
+        result?;
+        // Only now is everything up to `w.next` durable in ClickHouse.
+        tokio::task::block_in_place(|| self.reader.commit(&w.next, &w.meta))?;
+        Ok(())
+    }
+}
+
+/// Batches (of `batch_max_rows` records) read and applied at most while one write is
+/// in flight: bounds the next write.
+const READ_AHEAD_BATCHES: usize = 10;
+
+/// A ClickHouse write running as its own task, and what to commit once it is done.
+struct WriteInFlight {
+    task: tokio::task::JoinHandle<(RowWriter, anyhow::Result<()>)>,
+    next: HashMap<Tp, i64>,
+    meta: String,
 }
 
 /// Decode one normalized record and apply it. A record that cannot be decoded or held
