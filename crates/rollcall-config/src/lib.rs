@@ -154,7 +154,7 @@ impl Default for NormalizerConfig {
             group_id: "rollcall-normalizer".into(),
             instance_id: "0".into(),
             code_maps_dir: None,
-            batch_max_records: 5_000,
+            batch_max_records: 20_000,
             batch_max_wait_ms: 200,
         }
     }
