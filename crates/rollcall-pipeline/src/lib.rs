@@ -249,17 +249,7 @@ impl Sources {
             sim.set_day(day);
         }
         if drop_csv {
-            for d in &self.world.districts {
-                if let Feed::Csv(_) = d.spec.feed {
-                    csv_export::write_drop(
-                        &self.world,
-                        &d.spec.id,
-                        None,
-                        day,
-                        &self.inbox(&d.spec.id),
-                    )?;
-                }
-            }
+            self.drop_csv_exports(day)?;
         }
         let runs = self.spawn_runs(true, self.stop.child_token());
         let raw = self.collect(runs).await?;
@@ -268,6 +258,22 @@ impl Sources {
             raw_records: raw,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Every CSV district drops its year-to-date export as of `day` in its inbox.
+    pub fn drop_csv_exports(&self, day: NaiveDate) -> anyhow::Result<()> {
+        for d in &self.world.districts {
+            if let Feed::Csv(_) = d.spec.feed {
+                csv_export::write_drop(
+                    &self.world,
+                    &d.spec.id,
+                    None,
+                    day,
+                    &self.inbox(&d.spec.id),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Run every connector (concurrently) in `stop_when_caught_up` mode or live.
