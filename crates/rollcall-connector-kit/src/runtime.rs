@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{load_checkpoint, StoredCheckpoint};
 use crate::retry::Backoff;
-use crate::{Batch, Checkpoint, ConnectorError, Progress, SisConnector};
+use crate::{Checkpoint, ConnectorError, DeadLetter, Progress, RawRecord, SisConnector};
 
 /// How to run a connector.
 #[derive(Debug, Clone)]
@@ -133,32 +133,24 @@ pub async fn run(
         let unchanged = checkpoint.as_ref() == Some(&batch.checkpoint);
         if !(batch.records.is_empty() && batch.dead_letters.is_empty() && unchanged) {
             let (p, t, i) = (producer.clone(), topics.clone(), id.clone());
-            let flight = InFlight {
-                publish: None,
-                checkpoint: batch.checkpoint.clone(),
-                records: batch.records.len() as u64,
-                dead_letters: batch.dead_letters.len() as u64,
-                counts: entity_counts(&batch),
-            };
-            let progress = batch.progress.clone();
-            let (caught_up, next_checkpoint) = (batch.caught_up, batch.checkpoint.clone());
-            // Encoding (Avro) and producing both happen off the async task.
-            let publish = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let outs = out_records(&t, &i, &batch)?;
-                p.send_all(&outs)?;
-                Ok(())
-            });
+            let (records, dead_letters) = (
+                std::mem::take(&mut batch.records),
+                std::mem::take(&mut batch.dead_letters),
+            );
+            let cp = batch.checkpoint.clone();
             in_flight = Some(InFlight {
-                publish: Some(publish),
-                ..flight
+                batch: Published {
+                    records: records.len() as u64,
+                    dead_letters: dead_letters.len() as u64,
+                    counts: entity_counts(&records),
+                    checkpoint: cp.clone(),
+                },
+                // Encoding (Avro) and producing both happen off the async task.
+                publish: tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    p.send_all(&out_records(&t, &i, &records, &dead_letters, &cp)?)?;
+                    Ok(())
+                }),
             });
-            batch = Batch {
-                records: Vec::new(),
-                dead_letters: Vec::new(),
-                checkpoint: next_checkpoint,
-                caught_up,
-                progress,
-            };
         }
         if !connector.reads_ahead() {
             finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
@@ -188,9 +180,15 @@ pub async fn run(
 }
 
 /// The Kafka records of one batch: raw records, dead letters, then the checkpoint.
-fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<OutRecord>> {
-    let mut outs = Vec::with_capacity(batch.records.len() + batch.dead_letters.len() + 1);
-    for r in &batch.records {
+fn out_records(
+    topics: &Topics,
+    id: &str,
+    records: &[RawRecord],
+    dead_letters: &[DeadLetter],
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<Vec<OutRecord>> {
+    let mut outs = Vec::with_capacity(records.len() + dead_letters.len() + 1);
+    for r in records {
         outs.push(OutRecord {
             topic: topics.raw(r.envelope.entity.as_str()),
             key: r.key.clone().into_bytes(),
@@ -198,7 +196,7 @@ fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<O
             headers: Vec::new(),
         });
     }
-    for d in &batch.dead_letters {
+    for d in dead_letters {
         outs.push(OutRecord {
             topic: topics.dead_letters(),
             key: d.key.clone().unwrap_or_default(),
@@ -208,7 +206,7 @@ fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<O
     }
     let stored = StoredCheckpoint {
         connector: id.to_string(),
-        checkpoint: batch.checkpoint.clone(),
+        checkpoint: checkpoint.clone(),
         committed_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -225,8 +223,13 @@ fn out_records(topics: &Topics, id: &str, batch: &Batch) -> anyhow::Result<Vec<O
 
 /// A batch being published: its transaction commits on a blocking thread.
 struct InFlight {
-    publish: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// The checkpoint after the batch, for `committed` and the log.
+    publish: tokio::task::JoinHandle<anyhow::Result<()>>,
+    batch: Published,
+}
+
+/// What a published batch held, for `committed`, the counters and the log.
+struct Published {
+    /// The checkpoint after the batch.
     checkpoint: Checkpoint,
     records: u64,
     dead_letters: u64,
@@ -241,10 +244,7 @@ async fn finish(
     id: &str,
     summary: &mut RunSummary,
 ) -> anyhow::Result<()> {
-    let Some(mut f) = in_flight.take() else {
-        return Ok(());
-    };
-    let Some(publish) = f.publish.take() else {
+    let Some(InFlight { publish, batch: f }) = in_flight.take() else {
         return Ok(());
     };
     publish
@@ -261,9 +261,9 @@ async fn finish(
 }
 
 /// Records per entity in a batch (one counter update each, not one per record).
-fn entity_counts(batch: &Batch) -> Vec<(&'static str, u64)> {
+fn entity_counts(records: &[RawRecord]) -> Vec<(&'static str, u64)> {
     let mut per_entity: Vec<(&'static str, u64)> = Vec::new();
-    for r in &batch.records {
+    for r in records {
         let e = r.envelope.entity.as_str();
         match per_entity.iter_mut().find(|(k, _)| *k == e) {
             Some((_, n)) => *n += 1,
@@ -273,7 +273,7 @@ fn entity_counts(batch: &Batch) -> Vec<(&'static str, u64)> {
     per_entity
 }
 
-fn emit(id: &str, f: &InFlight) {
+fn emit(id: &str, f: &Published) {
     for (entity, n) in &f.counts {
         metrics::counter!("rollcall_connector_records_total",
             "connector" => id.to_string(), "entity" => *entity)

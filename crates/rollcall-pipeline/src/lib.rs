@@ -18,6 +18,8 @@ use rollcall_sis_simulator::{csv_export, Feed, World};
 use tokio_util::sync::CancellationToken;
 
 const EDFI_SECRET_ENV: &str = "ROLLCALL_PIPELINE_EDFI_SECRET";
+/// Poll interval of connectors built for stepping (they stop once caught up instead).
+const STEP_POLL: Duration = Duration::from_secs(1);
 
 /// How to replay the simulated year.
 #[derive(Debug, Clone)]
@@ -66,8 +68,6 @@ pub struct Sources {
     pub dead_letters_at_source: u64,
     /// What each connector did in the last step.
     pub last_step: Vec<ConnectorReport>,
-    /// How long a connector waits once caught up (in [`Sources::start_live`]).
-    poll_interval: Duration,
     live: Option<LiveRuns>,
 }
 
@@ -150,10 +150,9 @@ impl Sources {
             raw_records: 0,
             dead_letters_at_source: 0,
             last_step: Vec::new(),
-            poll_interval: Duration::from_secs(1),
             live: None,
         };
-        s.connectors = s.build_connectors()?;
+        s.connectors = s.build_connectors(STEP_POLL)?;
         Ok(s)
     }
 
@@ -161,7 +160,11 @@ impl Sources {
         self.opts.work_dir.join("inbox").join(district)
     }
 
-    fn build_connectors(&self) -> anyhow::Result<Vec<Box<dyn SisConnector>>> {
+    /// The connectors, polling every `poll_interval` once caught up when they run live.
+    fn build_connectors(
+        &self,
+        poll_interval: Duration,
+    ) -> anyhow::Result<Vec<Box<dyn SisConnector>>> {
         let mut out: Vec<Box<dyn SisConnector>> = Vec::new();
         let mut edfi_done = false;
         for d in &self.world.districts {
@@ -191,7 +194,7 @@ impl Sources {
                             "client_secret_env": EDFI_SECRET_ENV,
                             "page_size": 500,
                             "requests_per_second": 1000,
-                            "poll_interval_secs": self.poll_interval.as_secs_f64(),
+                            "poll_interval_secs": poll_interval.as_secs_f64(),
                         }))?;
                     out.push(Box::new(rollcall_connector_edfi::EdfiConnector::new(
                         &format!("sim-{}", d.spec.id),
@@ -207,7 +210,7 @@ impl Sources {
                             "district_id": d.spec.id,
                             "inbox": self.inbox(&d.spec.id),
                             "preset": preset.as_str(),
-                            "poll_interval_secs": self.poll_interval.as_secs_f64(),
+                            "poll_interval_secs": poll_interval.as_secs_f64(),
                             // the simulator's exports are year-to-date snapshots
                             "snapshots": true,
                         }))?;
@@ -323,7 +326,7 @@ impl Sources {
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
-        self.connectors = self.build_connectors()?;
+        self.connectors = self.build_connectors(STEP_POLL)?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -345,8 +348,7 @@ impl Sources {
             !poll_interval.is_zero(),
             "a live poll interval must be positive"
         );
-        self.poll_interval = poll_interval;
-        self.connectors = self.build_connectors()?;
+        self.connectors = self.build_connectors(poll_interval)?;
         let stop = self.stop.child_token();
         let runs = self.spawn_runs(false, stop.clone());
         self.live = Some(LiveRuns {
@@ -362,7 +364,6 @@ impl Sources {
     pub async fn stop_live(&mut self) -> anyhow::Result<StepReport> {
         let live = self.live.take().context("the connectors are not live")?;
         live.stop.cancel();
-        self.poll_interval = Duration::from_secs(1);
         let raw = self.collect(live.runs).await?;
         Ok(StepReport {
             day: self.sim.as_ref().map_or(self.opts.through, |s| s.day()),

@@ -172,11 +172,6 @@ impl SimHandle {
         self.0.inner.lock().expect("lock").reveal_limit = limit;
     }
 
-    /// The newest change version a reader sees now.
-    pub fn newest_visible(&self) -> u64 {
-        self.0.newest_visible()
-    }
-
     /// Invalidates every issued token (clients must get a new one).
     pub fn expire_tokens(&self) {
         self.0.inner.lock().expect("lock").tokens.clear();

@@ -343,14 +343,18 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     // CPU time of every process on the machine's two cores, for where the time goes.
+    let local = services::local_dir(&root);
     let procs: [(&str, Option<u32>); 5] = [
         ("bench (simulator + connectors)", Some(std::process::id())),
         ("normalizer", normalizer.pid()),
         ("rollup", rollup.pid()),
-        ("Kafka broker", services::find_process("kafka.Kafka")),
+        (
+            "Kafka broker",
+            services::local_service_pid(&local, "kafka/kafka.pid"),
+        ),
         (
             "ClickHouse server",
-            services::find_process("clickhouse-server"),
+            services::local_service_pid(&local, "clickhouse/clickhouse.pid"),
         ),
     ];
     let cpu = || -> Vec<f64> {

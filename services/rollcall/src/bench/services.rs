@@ -178,19 +178,24 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     }
 }
 
-/// The pid of the first process whose command line contains `needle` (e.g. the local
-/// Kafka broker, `kafka.Kafka`), for CPU accounting.
-pub fn find_process(needle: &str) -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        if pid == me {
-            return None;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        cmd.contains(needle).then_some(pid)
-    })
+/// Where `deploy/local` keeps its services: `ROLLCALL_LOCAL_DIR`, default
+/// `<repo>/.local`.
+pub fn local_dir(repo_root: &Path) -> std::path::PathBuf {
+    std::env::var_os("ROLLCALL_LOCAL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root.join(".local"))
+}
+
+/// The pid of a service `deploy/local` runs, from its pid file in `local_dir`, e.g.
+/// `kafka/kafka.pid`; `None` for a service not started there (an external broker,
+/// say), or not running.
+pub fn local_service_pid(local_dir: &Path, pid_file: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(local_dir.join(pid_file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 #[cfg(test)]
@@ -217,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn this_process_uses_cpu_and_is_found_by_its_command_line() {
+    fn this_process_uses_cpu_and_is_found_by_its_pid_file() {
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
@@ -226,6 +231,17 @@ mod tests {
         let used = cpu_seconds(std::process::id());
         assert!(used > 0.0 && used.is_finite(), "{used}");
         assert!(cpu_seconds(u32::MAX).is_nan());
-        assert_eq!(find_process("no-such-process-\u{1}-rollcall"), None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(local_service_pid(dir.path(), "kafka/kafka.pid"), None);
+        std::fs::create_dir_all(dir.path().join("kafka")).unwrap();
+        std::fs::write(
+            dir.path().join("kafka/kafka.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(
+            local_service_pid(dir.path(), "kafka/kafka.pid"),
+            Some(std::process::id())
+        );
     }
 }
