@@ -7,6 +7,7 @@ mod assigned;
 mod client;
 mod consume;
 mod dead_letter;
+pub mod limits;
 mod pipe;
 mod read;
 mod topics;
