@@ -242,7 +242,12 @@ impl TxnProducer {
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "500000")
-            .set("compression.type", "lz4");
+            .set("compression.type", "lz4")
+            // What this producer accepts the broker accepts (limits.rs).
+            .set(
+                "message.max.bytes",
+                crate::limits::MAX_MESSAGE_BYTES.to_string(),
+            );
         let producer: BaseProducer = c
             .create()
             .map_err(KafkaError::client("creating producer"))?;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rollcall_config::{Config, LogFormat, Secrets};
-use rollcall_kafka::{DeadLetterHeaders, InRecord, OutRecord, Topics, TransactionalPipe, ENTITIES};
+use rollcall_kafka::{
+    DeadLetter, DeadLetterHeaders, InRecord, OutRecord, Topics, TransactionalPipe, ENTITIES,
+};
 use rollcall_normalize::{Normalized, Normalizer, Rejection};
 use rollcall_telemetry::Health;
 use tokio_util::sync::CancellationToken;
@@ -190,10 +192,10 @@ fn dead_letter(dlq: &str, rec: &InRecord, r: Rejection) -> OutRecord {
         source_offset: Some(rec.offset),
         source_file: None,
     };
-    OutRecord {
-        topic: dlq.to_string(),
-        key: rec.key.clone().unwrap_or_default(),
+    DeadLetter {
+        key: rec.key.clone(),
         payload: rec.payload.clone(),
-        headers: headers.to_pairs(),
+        headers,
     }
+    .into_out_record(dlq)
 }
