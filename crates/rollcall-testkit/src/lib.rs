@@ -4,6 +4,8 @@
 //! The services are started by `scripts/test.sh` (deploy/local/infra.sh up). If they
 //! are not reachable, tests fail with the reason — they are never skipped.
 
+pub mod procs;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rollcall_config::{ClickHouseConfig, Config, KafkaConfig, Secrets};
