@@ -3,11 +3,16 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use rollcall_config::{Config, LogFormat, Secrets};
+use rollcall_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
-use crate::{run, Factory, RunOptions, RunSummary};
+use crate::retry::Backoff;
+use crate::runtime::{is_fatal, run_with_health, FatalError};
+use crate::{Factory, RunOptions, RunSummary, SisConnector};
 
 /// Arguments of `rollcall connector run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -94,7 +99,18 @@ pub fn plan<'f>(
     Ok(out)
 }
 
-/// Run the named connectors concurrently until shutdown (or caught up, with `--once`).
+/// Run the named connectors concurrently until shutdown (or caught up, with `--once`),
+/// each under supervision:
+///
+/// - each connector has its own [`Health`] and, with `http_port`, its own port (health
+///   of that connector, `/metrics` filtered to it);
+/// - a run that fails with a transient error (Kafka unreachable, a checkpoint that
+///   cannot be read, a publish that failed, ...) is restarted with exponential backoff
+///   (0.5 s doubling up to 60 s, reset after a run that lasted a minute); the
+///   connector is not ready meanwhile, and the others go on;
+/// - a fatal error ([`FatalError`]: the connector says restarting cannot help) or a
+///   panic stops every connector of the process (each finishes the batch it is
+///   committing) and is returned, naming the connector; its `/healthz` says broken.
 pub async fn run_named(
     factories: &[Factory],
     cfg: &Config,
@@ -102,31 +118,187 @@ pub async fn run_named(
     args: &RunArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<(String, RunSummary)>> {
+    run_supervised(
+        factories,
+        cfg,
+        secrets,
+        args,
+        shutdown,
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+    )
+    .await
+}
+
+/// [`run_named`] with the restart backoff given (tests use a short one).
+pub async fn run_supervised(
+    factories: &[Factory],
+    cfg: &Config,
+    secrets: &Secrets,
+    args: &RunArgs,
+    shutdown: CancellationToken,
+    restart: Backoff,
+) -> anyhow::Result<Vec<(String, RunSummary)>> {
     let planned = plan(factories, cfg, &args.names)?;
-    let mut tasks = Vec::new();
+    // A fatal error of one connector stops the others: their own token is a child of
+    // the process's.
+    let stop_all = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
     for p in planned {
-        let connector = (p.factory.build)(&p.name, p.section)?;
-        let opts = RunOptions {
-            http: p.http,
-            stop_when_caught_up: args.once,
-            show_progress: !args.no_progress,
+        // Built once up front too, so a configuration error fails the start.
+        let first = (p.factory.build)(&p.name, p.section.clone())
+            .with_context(|| format!("connector {}", p.name))?;
+        let health = Health::new();
+        if let Some((host, port)) = &p.http {
+            crate::http::serve(host, *port, first.id(), health.clone(), stop_all.clone()).await?;
+        }
+        let sup = Supervised {
+            name: p.name.clone(),
+            build: p.factory.build,
+            section: p.section,
+            opts: RunOptions {
+                http: None,
+                stop_when_caught_up: args.once,
+                show_progress: !args.no_progress,
+            },
+            health,
+            restart: restart.clone(),
         };
-        let (cfg, secrets, shutdown) = (cfg.clone(), secrets.clone(), shutdown.clone());
+        let (cfg, secrets, stop) = (cfg.clone(), secrets.clone(), stop_all.clone());
         let name = p.name;
-        tasks.push(tokio::spawn(async move {
-            let r = run(connector, &cfg, &secrets, opts, shutdown).await;
+        tasks.spawn(async move {
+            let r = sup.run(first, &cfg, &secrets, stop).await;
             (name, r)
-        }));
+        });
     }
     let mut out = Vec::new();
-    for t in tasks {
-        let (name, r) = t.await?;
-        out.push((
-            name.clone(),
-            r.with_context(|| format!("connector {name}"))?,
-        ));
+    let mut failed: Option<anyhow::Error> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, r) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                // Supervised::run catches the connector's panics; this is the
+                // supervisor's own, which must not pass silently either.
+                stop_all.cancel();
+                failed.get_or_insert(anyhow::anyhow!("a connector supervisor failed: {e}"));
+                continue;
+            }
+        };
+        match r {
+            Ok(s) => out.push((name, s)),
+            Err(e) => {
+                tracing::error!(connector = %name, error = %format!("{e:#}"),
+                    "connector failed fatally; stopping every connector of this process");
+                stop_all.cancel();
+                failed.get_or_insert(e.context(format!("connector {name}")));
+            }
+        }
     }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// One connector under supervision: restarted on transient failures.
+struct Supervised {
+    name: String,
+    build: fn(&str, serde_json::Value) -> anyhow::Result<Box<dyn SisConnector>>,
+    section: serde_json::Value,
+    opts: RunOptions,
+    health: Health,
+    restart: Backoff,
+}
+
+impl Supervised {
+    async fn run(
+        mut self,
+        first: Box<dyn SisConnector>,
+        cfg: &Config,
+        secrets: &Secrets,
+        stop: CancellationToken,
+    ) -> anyhow::Result<RunSummary> {
+        let mut total = RunSummary::default();
+        let mut next = Some(first);
+        loop {
+            let connector = match next.take() {
+                Some(c) => c,
+                None => match (self.build)(&self.name, self.section.clone()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.health.set_broken();
+                        return Err(e.context("rebuilding the connector for a restart"));
+                    }
+                },
+            };
+            let id = connector.id().to_string();
+            let started = std::time::Instant::now();
+            let (c, sec, opts, health, st) = (
+                cfg.clone(),
+                secrets.clone(),
+                self.opts.clone(),
+                self.health.clone(),
+                stop.clone(),
+            );
+            let run = tokio::spawn(async move {
+                run_with_health(connector, &c, &sec, opts, health, st).await
+            });
+            // A panic in the connector is a bug: caught here, it stops the process
+            // loudly instead of leaving a dead task behind a healthy port.
+            let result = match run.await {
+                Ok(r) => r,
+                Err(joined) => {
+                    self.health.set_broken();
+                    let what = match joined.try_into_panic() {
+                        Ok(panic) => panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into()),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(FatalError(format!("connector {id} panicked: {what}")).into());
+                }
+            };
+            match result {
+                Ok(s) => {
+                    add(&mut total, &s);
+                    return Ok(total);
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.health.set_broken();
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.health.set_ready(false);
+                    if stop.is_cancelled() {
+                        return Err(e);
+                    }
+                    if started.elapsed() >= Duration::from_secs(60) {
+                        self.restart.reset();
+                    }
+                    let wait = self.restart.next_delay(None);
+                    total.retries += 1;
+                    metrics::counter!("rollcall_connector_restarts_total", "connector" => id.clone())
+                        .increment(1);
+                    tracing::error!(connector = %id, error = %format!("{e:#}"),
+                        attempt = self.restart.attempts(), wait_ms = wait.as_millis() as u64,
+                        "connector run failed; restarting it after a backoff");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.cancelled() => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn add(total: &mut RunSummary, s: &RunSummary) {
+    total.batches += s.batches;
+    total.records += s.records;
+    total.dead_letters += s.dead_letters;
+    total.retries += s.retries;
 }
 
 /// `main` for a connector's own binary: `rollcall-connector-<kind> [--config F] [names...]`.

@@ -12,17 +12,24 @@ use serde::{Deserialize, Serialize};
 mod checkpoint;
 mod cli;
 mod edfi;
+mod http;
 mod retry;
 mod runtime;
+mod version;
 
 pub use async_trait::async_trait;
 pub use checkpoint::load_checkpoint;
-pub use cli::{binary_main, main_with, plan, print_summaries, run_named, Planned, RunArgs};
+pub use cli::{
+    binary_main, main_with, plan, print_summaries, run_named, run_supervised, Planned, RunArgs,
+};
 pub use edfi::edfi_natural_key;
 pub use retry::{rate_limiter, Backoff, RateLimiter};
 pub use rollcall_kafka::{DeadLetter, DeadLetterHeaders};
 pub use rollcall_model::{Entity, PayloadFormat, RawEnvelope, RawOperation};
-pub use runtime::{run, RunOptions, RunSummary};
+pub use runtime::{is_fatal, run, run_with_health, FatalError, RunOptions, RunSummary};
+pub use version::{
+    segment_base, segment_base_now, source_version, version_floor, VERSION_TICKS_PER_MS,
+};
 
 /// A connector-defined position (any JSON), saved atomically with the records it follows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

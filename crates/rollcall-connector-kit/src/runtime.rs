@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_config::{Config, Secrets};
-use rollcall_kafka::{OutRecord, Topics, TxnProducer};
+use rollcall_kafka::limits::{MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_RAW_PAYLOAD_BYTES};
+use rollcall_kafka::{DeadLetterHeaders, OutRecord, Topics, TxnProducer};
 use rollcall_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
@@ -46,21 +47,56 @@ pub struct RunSummary {
     pub retries: u64,
 }
 
+/// A failure restarting cannot cure (the connector said so: bad credentials, a host
+/// without what the configuration asks for, an unreadable checkpoint shape). A
+/// supervisor ([`crate::run_named`]) stops the process on it; any other error of a run
+/// is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FatalError(pub String);
+
+/// Whether a run's error is a [`FatalError`].
+pub fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<FatalError>())
+}
+
 /// Run `connector` until shutdown (or until caught up, with `stop_when_caught_up`).
+/// Serves `/healthz`, `/readyz` and this connector's `/metrics` on `opts.http`.
 pub async fn run(
-    mut connector: Box<dyn SisConnector>,
+    connector: Box<dyn SisConnector>,
     cfg: &Config,
     secrets: &Secrets,
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    let health = Health::new();
+    if let Some((host, port)) = &opts.http {
+        crate::http::serve(
+            host,
+            *port,
+            connector.id(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+    }
+    run_with_health(connector, cfg, secrets, opts, health, shutdown).await
+}
+
+/// [`run`] reporting to `health` (kept by a supervisor across restarts); `opts.http`
+/// is not served here. Ready once the checkpoint is loaded; not ready while the
+/// connector's last attempt failed and it waits to retry; broken on a fatal error.
+pub async fn run_with_health(
+    mut connector: Box<dyn SisConnector>,
+    cfg: &Config,
+    secrets: &Secrets,
+    opts: RunOptions,
+    health: Health,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
     let id = connector.id().to_string();
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
-    let health = Health::new();
-    if let Some((host, port)) = &opts.http {
-        rollcall_telemetry::serve_health(host, *port, health.clone(), shutdown.clone()).await?;
-    }
 
     // The transactional producer first: initialising it fences a previous instance of
     // this connector (e.g. one that was killed) and aborts its open transaction, so the
@@ -108,6 +144,9 @@ pub async fn run(
                 retry_after,
             }) => {
                 finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
+                // Not ready until an attempt succeeds again: a connector stuck retrying
+                // (a host down, credentials refused again and again) says so.
+                health.set_ready(false);
                 let wait = backoff.next_delay(retry_after);
                 summary.retries += 1;
                 metrics::counter!("rollcall_connector_retries_total", "connector" => id.clone())
@@ -124,19 +163,21 @@ pub async fn run(
                 let published = finish(&mut in_flight, &mut *connector, &id, &mut summary).await;
                 health.set_broken();
                 published?;
-                anyhow::bail!("connector {id}: {m}");
+                return Err(FatalError(format!("connector {id}: {m}")).into());
             }
         };
         backoff.reset();
+        health.set_ready(true);
         // The previous transaction must have committed before this one starts.
         finish(&mut in_flight, &mut *connector, &id, &mut summary).await?;
         let unchanged = checkpoint.as_ref() == Some(&batch.checkpoint);
         if !(batch.records.is_empty() && batch.dead_letters.is_empty() && unchanged) {
             let (p, t, i) = (producer.clone(), topics.clone(), id.clone());
-            let (records, dead_letters) = (
+            let (records, mut dead_letters) = (
                 std::mem::take(&mut batch.records),
                 std::mem::take(&mut batch.dead_letters),
             );
+            let records = divert_oversized(&id, &topics, records, &mut dead_letters);
             let cp = batch.checkpoint.clone();
             in_flight = Some(InFlight {
                 batch: Published {
@@ -196,13 +237,11 @@ fn out_records(
             headers: Vec::new(),
         });
     }
+    let dl_topic = topics.dead_letters();
     for d in dead_letters {
-        outs.push(OutRecord {
-            topic: topics.dead_letters(),
-            key: d.key.clone().unwrap_or_default(),
-            payload: d.payload.clone(),
-            headers: d.headers.to_pairs(),
-        });
+        // Cut to fit one message (payload, header values): a dead letter never makes
+        // the transaction fail.
+        outs.push(d.clone().into_out_record(&dl_topic));
     }
     let stored = StoredCheckpoint {
         connector: id.to_string(),
@@ -219,6 +258,82 @@ fn out_records(
         headers: Vec::new(),
     });
     Ok(outs)
+}
+
+/// The broker refuses a message over `message.max.bytes`, and then the whole
+/// transaction fails, again on every retry: a record whose payload exceeds
+/// [`MAX_RAW_PAYLOAD_BYTES`] (or whose keys take more than
+/// [`MAX_DEAD_LETTER_PAYLOAD_BYTES`] together) is published as a dead letter instead,
+/// with its coordinates, and counted.
+fn divert_oversized(
+    id: &str,
+    topics: &Topics,
+    records: Vec<RawRecord>,
+    dead_letters: &mut Vec<DeadLetter>,
+) -> Vec<RawRecord> {
+    if !records.iter().any(|r| oversize(r).is_some()) {
+        return records;
+    }
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records {
+        let Some(reason) = oversize(&r) else {
+            kept.push(r);
+            continue;
+        };
+        let e = &r.envelope;
+        metrics::counter!("rollcall_connector_oversized_records_total",
+            "connector" => id.to_string(), "entity" => e.entity.as_str())
+        .increment(1);
+        tracing::warn!(connector = %id, entity = e.entity.as_str(), payload_bytes = e.payload.len(),
+            "raw record too large for Kafka: published as a dead letter");
+        let reason = format!(
+            "{reason}; {} {:?} record {} (source version {}) from {} was not published \
+             to the raw topic — shorten the field in the source system and send it again",
+            e.entity.as_str(),
+            e.operation,
+            rollcall_kafka::limits::truncate_text(&e.natural_key, 512),
+            e.source_version,
+            e.source_instance,
+        );
+        dead_letters.push(DeadLetter {
+            key: Some(r.key.into_bytes()),
+            headers: DeadLetterHeaders {
+                stage: "connector".into(),
+                kind: "raw_record_too_large".into(),
+                reason,
+                district: Some(e.district_id.clone()),
+                source_key: Some(e.natural_key.clone()),
+                source_topic: Some(topics.raw(e.entity.as_str())),
+                source_partition: None,
+                source_offset: None,
+                source_file: None,
+            },
+            payload: r.envelope.payload,
+        });
+    }
+    kept
+}
+
+/// Why `r` cannot be published as a raw record, if it cannot.
+fn oversize(r: &RawRecord) -> Option<String> {
+    let e = &r.envelope;
+    if e.payload.len() > MAX_RAW_PAYLOAD_BYTES {
+        return Some(format!(
+            "payload of {} bytes exceeds the raw record limit of {MAX_RAW_PAYLOAD_BYTES} bytes",
+            e.payload.len()
+        ));
+    }
+    let keys = r.key.len()
+        + e.natural_key.len()
+        + e.old_natural_key.as_ref().map_or(0, String::len)
+        + e.source_instance.len()
+        + e.district_id.len();
+    (keys > MAX_DEAD_LETTER_PAYLOAD_BYTES).then(|| {
+        format!(
+            "its keys take {keys} bytes, more than the {MAX_DEAD_LETTER_PAYLOAD_BYTES} bytes \
+             a raw envelope allows beside its payload"
+        )
+    })
 }
 
 /// A batch being published: its transaction commits on a blocking thread.
