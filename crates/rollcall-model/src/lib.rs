@@ -140,6 +140,40 @@ named_enum! {
     }
 }
 
+/// The largest raw record payload (the SIS record's bytes inside the raw envelope) a
+/// connector publishes and the normalizer reads: 256 KiB. Stated once here, so the pure
+/// crates (`rollcall-normalize`) and `rollcall-kafka`'s size limits agree without the
+/// pure crates depending on Kafka.
+pub const MAX_RAW_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// The first date any stage holds: ClickHouse's `Date` starts at 1970-01-01.
+pub const MIN_SUPPORTED_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
+    Some(d) => d,
+    None => panic!("1970-01-01 is a date"),
+};
+
+/// The last date any stage holds: 2149-06-05, the last day the rollup's day numbers
+/// (days since 1970-01-01 in `u16`, one value reserved) and ClickHouse's `Date` both hold.
+pub const MAX_SUPPORTED_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2149, 6, 5) {
+    Some(d) => d,
+    None => panic!("2149-06-05 is a date"),
+};
+
+/// Whether every stage (the rollup's state, ClickHouse `Date` columns) can hold `date`:
+/// `MIN_SUPPORTED_DATE..=MAX_SUPPORTED_DATE`. The normalizer dead-letters any record
+/// with a date outside it, so nothing downstream meets one.
+pub fn is_supported_date(date: NaiveDate) -> bool {
+    (MIN_SUPPORTED_DATE..=MAX_SUPPORTED_DATE).contains(&date)
+}
+
+/// The exit date that, by default, means "no exit date" (still enrolled) when a SIS
+/// sends it: 9999-12-31, a common sentinel. The normalizer's list is configurable
+/// (`[normalizer] exit_date_sentinels`).
+pub const DEFAULT_EXIT_DATE_SENTINEL: NaiveDate = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => d,
+    None => panic!("9999-12-31 is a date"),
+};
+
 /// The Kafka key of attendance and enrollment records: one student's records share a
 /// partition (and so one rollup instance).
 pub fn student_key(district_id: &str, student_id: &str) -> String {
@@ -388,6 +422,22 @@ mod tests {
         );
         assert_eq!("key_change".parse(), Ok(RawOperation::KeyChange));
         assert!("keychange".parse::<RawOperation>().is_err());
+    }
+
+    #[test]
+    fn the_supported_dates_are_clickhouse_dates_the_rollup_can_number() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert!(is_supported_date(d(1970, 1, 1)));
+        assert!(is_supported_date(d(2149, 6, 5)));
+        assert!(!is_supported_date(d(1969, 12, 31)));
+        assert!(!is_supported_date(d(2149, 6, 6)));
+        assert!(!is_supported_date(d(24, 9, 3)));
+        assert!(!is_supported_date(DEFAULT_EXIT_DATE_SENTINEL));
+        // Days since 1970-01-01 of the last date: u16::MAX - 1 (u16::MAX is reserved).
+        assert_eq!(
+            (MAX_SUPPORTED_DATE - MIN_SUPPORTED_DATE).num_days(),
+            i64::from(u16::MAX) - 1
+        );
     }
 
     #[test]

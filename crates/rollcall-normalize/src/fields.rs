@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
+use rollcall_model::{is_supported_date, MAX_SUPPORTED_DATE, MIN_SUPPORTED_DATE};
 use rollcall_policy::{normalize_id, IdError, Policy};
 
 use crate::reject::{RejectKind, Rejection};
@@ -106,41 +107,95 @@ pub fn required_id(
 }
 
 /// A date: `YYYY-MM-DD` (a time after it, `T...` or ` ...`, is ignored), or US
-/// `M/D/YYYY` / `M/D/YY` (20YY), as CSV exports write them.
+/// `M/D/YYYY`, as CSV exports write them. A two-digit year (`9/3/24`) is rejected: its
+/// century is not guessed. The date must also be one every stage holds
+/// ([`rollcall_model::is_supported_date`]) → else `date_out_of_range`.
 pub fn date(name: Name, raw: &str) -> Result<NaiveDate, Rejection> {
-    parse_date(raw).ok_or_else(|| {
-        reject(
+    let d = parsed_date(name, raw)?;
+    supported_date(name, raw, d)
+}
+
+/// A date that parses (see [`date`]), not yet checked against the supported range.
+pub fn parsed_date(name: Name, raw: &str) -> Result<NaiveDate, Rejection> {
+    match read_date(raw) {
+        Ok(d) => Ok(d),
+        Err(DateError::TwoDigitYear) => Err(reject(
+            RejectKind::InvalidDate,
+            format!(
+                "field {name} is {:?}, a date with a two-digit year; its century is not guessed: send four-digit years (YYYY-MM-DD or M/D/YYYY)",
+                truncate(raw)
+            ),
+        )),
+        Err(DateError::NotADate) => Err(reject(
             RejectKind::InvalidDate,
             format!(
                 "field {name} is {:?}, not a date; use YYYY-MM-DD (or M/D/YYYY)",
                 truncate(raw)
             ),
-        )
-    })
+        )),
+    }
 }
 
+/// `d` (read from `raw`) when every stage can hold it, else `date_out_of_range`.
+pub fn supported_date(name: Name, raw: &str, d: NaiveDate) -> Result<NaiveDate, Rejection> {
+    if is_supported_date(d) {
+        return Ok(d);
+    }
+    let hint = if (0..100).contains(&d.year()) {
+        " (a two-digit year written out as four digits? e.g. 9/3/24 read as year 0024: the exporter must write the full year)"
+    } else {
+        ""
+    };
+    Err(reject(
+        RejectKind::DateOutOfRange,
+        format!(
+            "field {name} is {:?} ({d}), outside the dates rollcall holds ({MIN_SUPPORTED_DATE}..={MAX_SUPPORTED_DATE}, those of ClickHouse Date){hint}; fix the date in the source",
+            truncate(raw)
+        ),
+    ))
+}
+
+enum DateError {
+    NotADate,
+    TwoDigitYear,
+}
+
+/// The date `raw` names, or `None` (not a date, or a two-digit year).
 pub fn parse_date(raw: &str) -> Option<NaiveDate> {
+    read_date(raw).ok()
+}
+
+fn read_date(raw: &str) -> Result<NaiveDate, DateError> {
+    use DateError::NotADate;
     let s = raw.trim();
     let day = s.split(['T', ' ']).next().unwrap_or(s);
     let b = day.as_bytes();
     if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        let y = digits(&b[0..4])?;
-        let m = digits(&b[5..7])?;
-        let d = digits(&b[8..10])?;
-        return NaiveDate::from_ymd_opt(y as i32, m, d);
+        let y = digits(&b[0..4]).ok_or(NotADate)?;
+        let m = digits(&b[5..7]).ok_or(NotADate)?;
+        let d = digits(&b[8..10]).ok_or(NotADate)?;
+        return NaiveDate::from_ymd_opt(y as i32, m, d).ok_or(NotADate);
     }
     let mut parts = day.split('/');
-    let (m, d, y) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || m.len() > 2 || d.len() > 2 {
-        return None;
-    }
-    let (m, d) = (digits(m.as_bytes())?, digits(d.as_bytes())?);
-    let y = match y.len() {
-        4 => digits(y.as_bytes())? as i32,
-        2 => 2000 + digits(y.as_bytes())? as i32,
-        _ => return None,
+    let (m, d, y) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(d), Some(y)) => (m, d, y),
+        _ => return Err(NotADate),
     };
-    NaiveDate::from_ymd_opt(y, m, d)
+    if parts.next().is_some() || m.len() > 2 || d.len() > 2 {
+        return Err(NotADate);
+    }
+    let (m, d) = (
+        digits(m.as_bytes()).ok_or(NotADate)?,
+        digits(d.as_bytes()).ok_or(NotADate)?,
+    );
+    let y = match y.len() {
+        4 => digits(y.as_bytes()).ok_or(NotADate)? as i32,
+        2 if digits(y.as_bytes()).is_some() && NaiveDate::from_ymd_opt(2000, m, d).is_some() => {
+            return Err(DateError::TwoDigitYear)
+        }
+        _ => return Err(NotADate),
+    };
+    NaiveDate::from_ymd_opt(y, m, d).ok_or(NotADate)
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
@@ -254,15 +309,18 @@ mod tests {
     }
 
     #[test]
-    fn dates_parse_iso_us_and_two_digit_years() {
+    fn dates_parse_iso_and_us_with_four_digit_years_only() {
         for (raw, want) in [
             ("2021-08-25", d(2021, 8, 25)),
             (" 2021-08-25 ", d(2021, 8, 25)),
             ("2021-08-25T00:00:00", d(2021, 8, 25)),
             ("2021-08-25 00:00", d(2021, 8, 25)),
             ("8/22/2016", d(2016, 8, 22)),
-            ("8/22/16 00:00", d(2016, 8, 22)),
-            ("08/02/16", d(2016, 8, 2)),
+            ("08/02/2016 00:00", d(2016, 8, 2)),
+            // Two-digit years: the century is not guessed.
+            ("8/22/16 00:00", None),
+            ("08/02/16", None),
+            ("9/3/24", None),
             ("2021-02-30", None),
             ("2021-8-25", None),
             ("25.08.2021", None),

@@ -6,6 +6,9 @@
 use chrono::NaiveDate;
 use rollcall_avro::{decode_raw, encode, AvroError};
 use rollcall_codemaps::{CodeMapRegistry, LookupError};
+pub use rollcall_model::{
+    is_supported_date, DEFAULT_EXIT_DATE_SENTINEL, MAX_SUPPORTED_DATE, MIN_SUPPORTED_DATE,
+};
 use rollcall_model::{Canonical, Entity, Operation, PayloadFormat, RawEnvelope, RawOperation};
 use rollcall_policy::{InvalidPolicy, Policy};
 
@@ -38,13 +41,31 @@ pub struct Normalized {
 pub struct Normalizer {
     codemaps: CodeMapRegistry,
     policy: Policy,
+    /// Exit dates that mean "no exit date" (still enrolled).
+    exit_date_sentinels: Vec<NaiveDate>,
 }
 
 impl Normalizer {
     /// The policy should already be validated (configuration loading does it); see
     /// [`Normalizer::try_new`].
     pub fn new(codemaps: CodeMapRegistry, policy: Policy) -> Self {
-        Normalizer { codemaps, policy }
+        Normalizer {
+            codemaps,
+            policy,
+            exit_date_sentinels: vec![DEFAULT_EXIT_DATE_SENTINEL],
+        }
+    }
+
+    /// The exit dates that mean "no exit date" (the student is still enrolled): an
+    /// enrollment whose exit date is one of them gets none. Replaces the default,
+    /// `[9999-12-31]` ([`DEFAULT_EXIT_DATE_SENTINEL`]); `[normalizer] exit_date_sentinels`.
+    pub fn with_exit_date_sentinels(mut self, sentinels: Vec<NaiveDate>) -> Self {
+        self.exit_date_sentinels = sentinels;
+        self
+    }
+
+    pub fn exit_date_sentinels(&self) -> &[NaiveDate] {
+        &self.exit_date_sentinels
     }
 
     /// Validates the policy first.
@@ -109,6 +130,7 @@ impl Normalizer {
             district_id,
             policy,
             codemaps: &self.codemaps,
+            exit_date_sentinels: &self.exit_date_sentinels,
             today,
         };
         let meta = |operation| Meta::new(env, operation, &env.natural_key);

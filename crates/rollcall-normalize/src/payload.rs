@@ -10,8 +10,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::reject::{RejectKind, Rejection};
 
-/// Larger than any real attendance, enrollment or calendar record.
-pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Larger than any real attendance, enrollment or calendar record; the same number as
+/// `rollcall_kafka::limits::MAX_RAW_PAYLOAD_BYTES` (both are this model constant).
+pub const MAX_PAYLOAD_BYTES: usize = rollcall_model::MAX_RAW_PAYLOAD_BYTES;
 
 type Str<'a> = Option<Cow<'a, str>>;
 

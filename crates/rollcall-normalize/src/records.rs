@@ -7,12 +7,13 @@ use std::borrow::Cow;
 use chrono::NaiveDate;
 use rollcall_codemaps::CodeMapRegistry;
 use rollcall_model::RawOperation;
+use rollcall_model::{is_supported_date, MAX_SUPPORTED_DATE, MIN_SUPPORTED_DATE};
 use rollcall_model::{
     AttendanceEvent, CalendarDay, Canonical, Enrollment, Entity, Operation, RawEnvelope,
 };
 use rollcall_policy::{
     absent_fraction_from_duration_days, absent_fraction_from_minutes, is_future, school_year_of,
-    DurationError, Policy,
+    school_year_start, DurationError, Policy,
 };
 
 use crate::fields::{self, descriptor_code_value, reject, Name};
@@ -85,6 +86,8 @@ pub struct Source<'a> {
     pub district_id: String,
     pub policy: &'a Policy,
     pub codemaps: &'a CodeMapRegistry,
+    /// Exit dates that mean "no exit date".
+    pub exit_date_sentinels: &'a [NaiveDate],
     pub today: NaiveDate,
 }
 
@@ -463,10 +466,17 @@ impl Source<'_> {
         fields::date(name, &t)
     }
 
-    fn optional_date(&self, (name, v): (Name, Text<'_>)) -> Result<Option<NaiveDate>, Rejection> {
-        fields::optional(name, v)?
-            .map(|t| fields::date(name, &t))
-            .transpose()
+    /// An exit date: absent, or one of the configured sentinels (9999-12-31 by
+    /// default), means "no exit date"; any other must be a supported date.
+    fn exit_date(&self, (name, v): (Name, Text<'_>)) -> Result<Option<NaiveDate>, Rejection> {
+        let Some(t) = fields::optional(name, v)? else {
+            return Ok(None);
+        };
+        let d = fields::parsed_date(name, &t)?;
+        if self.exit_date_sentinels.contains(&d) {
+            return Ok(None);
+        }
+        fields::supported_date(name, &t, d).map(Some)
     }
 
     /// The school year: as given (it must then contain `date` for an upsert), or the one
@@ -480,7 +490,7 @@ impl Source<'_> {
     ) -> Result<i32, Rejection> {
         let of_date = school_year_of(date, self.policy);
         let Some((name, y)) = given else {
-            return Ok(of_date);
+            return self.supported_year(of_date, date_name);
         };
         let year = y.get(name)?;
         if meta.upsert() && year != of_date {
@@ -492,7 +502,26 @@ impl Source<'_> {
                 ),
             ));
         }
-        Ok(year)
+        self.supported_year(year, name)
+    }
+
+    /// A school year whose every day the rollup and ClickHouse hold (its first day and
+    /// the next year's first day are supported dates), else `date_out_of_range`.
+    fn supported_year(&self, year: i32, from: Name) -> Result<i32, Rejection> {
+        let first = school_year_start(year, self.policy);
+        let next = year
+            .checked_add(1)
+            .map(|y| school_year_start(y, self.policy))
+            .unwrap_or(NaiveDate::MAX);
+        if is_supported_date(first) && is_supported_date(next) {
+            return Ok(year);
+        }
+        Err(reject(
+            RejectKind::DateOutOfRange,
+            format!(
+                "school year {year} (from {from}) runs {first}..{next}, outside the dates rollcall holds ({MIN_SUPPORTED_DATE}..={MAX_SUPPORTED_DATE}, those of ClickHouse Date); fix the date or school year in the source"
+            ),
+        ))
     }
 
     fn attendance(&self, a: AttendanceIn<'_>, meta: Meta) -> Result<Canonical, Rejection> {
@@ -606,7 +635,7 @@ impl Source<'_> {
         let entry_name = e.entry_date.0;
         let entry_date = self.date(e.entry_date)?;
         let exit_name = e.exit_date.0;
-        let exit_date = self.optional_date(e.exit_date)?;
+        let exit_date = self.exit_date(e.exit_date)?;
         if let Some(exit) = exit_date.filter(|&x| x < entry_date && meta.upsert()) {
             return Err(reject(
                 RejectKind::ExitBeforeEntry,

@@ -48,6 +48,9 @@ reject_kinds! {
     /// An identifier with control characters, or a district id with `/`.
     InvalidIdentifier = "invalid_identifier",
     InvalidDate = "invalid_date",
+    /// A date (or a school year's days) outside what the rollup and ClickHouse `Date`
+    /// hold, `rollcall_model::MIN_SUPPORTED_DATE..=MAX_SUPPORTED_DATE`.
+    DateOutOfRange = "date_out_of_range",
     DateInFuture = "date_in_future",
     DateOutsideSchoolYear = "date_outside_school_year",
     /// The code (and secondary code) is not in the district's code map.

@@ -988,7 +988,7 @@ fn flat_calendar_reads_is_instructional_or_derives_it_from_events() {
         (json!({}), None),
     ] {
         let mut r =
-            json!({"school_id": "101", "date": "8/22/16 00:00", "school_year": "2016-2017"});
+            json!({"school_id": "101", "date": "8/22/2016 00:00", "school_year": "2016-2017"});
         for (k, v) in row.as_object().unwrap() {
             r[k] = v.clone();
         }
@@ -1083,6 +1083,10 @@ fn bad_records() -> Vec<(RejectKind, Vec<u8>)> {
         (
             RejectKind::InvalidDate,
             att(with(edfi_event(), "eventDate", json!("2021-13-01"))),
+        ),
+        (
+            RejectKind::DateOutOfRange,
+            flat_att(with(flat_event(), "date", json!("1969-09-03"))),
         ),
         (
             RejectKind::DateInFuture,
@@ -1346,4 +1350,214 @@ fn a_session_derives_school_days_only_for_a_district_configured_to_derive() {
     );
     let r = n.normalize(&encode_raw(&env), today()).unwrap_err();
     assert_eq!(r.kind, RejectKind::InvalidDate);
+}
+
+// --- dates every stage holds ------------------------------------------------------------------
+
+fn ps_attendance(date: &str) -> RawEnvelope {
+    flat(
+        "powerschool",
+        Entity::Attendance,
+        json!({"school_id": "101", "student_id": "S1", "date": date, "code": "A", "secondary_code": "Absent"}),
+    )
+}
+
+fn enrollment_exit(exit: &str) -> RawEnvelope {
+    flat(
+        "csv",
+        Entity::Enrollment,
+        json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-08-23", "exit_date": exit}),
+    )
+}
+
+#[test]
+fn attendance_dated_outside_what_clickhouse_holds_is_date_out_of_range_naming_field_and_value() {
+    // 0000-02-29 exists (year 0 is a leap year), 1969-09-03 is before 1970-01-01, and
+    // 0024-09-03 is what `9/3/24` becomes when an exporter reads it as year 24.
+    for (raw, hint) in [
+        ("0000-02-29", true),
+        ("1969-09-03", false),
+        ("0024-09-03", true),
+        ("2149-06-06", false),
+    ] {
+        for op in [RawOperation::Upsert, RawOperation::Delete] {
+            let mut env = ps_attendance(raw);
+            env.operation = op;
+            let r = normalizer()
+                .normalize(&encode_raw(&env), today())
+                .unwrap_err();
+            assert_eq!(
+                r.kind,
+                RejectKind::DateOutOfRange,
+                "{raw} {op}: {}",
+                r.reason
+            );
+            assert!(
+                r.reason.contains("field date") && r.reason.contains(raw),
+                "{}",
+                r.reason
+            );
+            assert!(r.reason.contains("1970-01-01..=2149-06-05"), "{}", r.reason);
+            assert_eq!(r.reason.contains("two-digit year"), hint, "{}", r.reason);
+            assert_eq!(r.source_key.as_deref(), Some("nk-1"));
+        }
+    }
+    // Ed-Fi eventDate too.
+    let r = normalizer()
+        .normalize(
+            &encode_raw(&edfi(
+                Entity::Attendance,
+                with(edfi_event(), "eventDate", json!("1969-09-03")),
+            )),
+            today(),
+        )
+        .unwrap_err();
+    assert_eq!(r.kind, RejectKind::DateOutOfRange);
+    assert!(r.reason.contains("field eventDate"), "{}", r.reason);
+}
+
+#[test]
+fn the_first_and_last_supported_dates_pass() {
+    let n = Normalizer::try_new(registry(), Policy::default()).unwrap();
+    // The school year must fit too: with July starts, 1970-07-01 opens the first whole
+    // school year (1971) and 2148-06-30 closes the last (2148).
+    let out = run_with(&n, &ps_attendance("1970-07-01")).unwrap();
+    let [Canonical::Attendance(a)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!((a.date, a.school_year), (d(1970, 7, 1), 1971));
+    let cal = |date: &str| {
+        flat(
+            "csv",
+            Entity::Calendar,
+            json!({"school_id": "101", "date": date, "is_instructional": "y"}),
+        )
+    };
+    assert!(run_with(&n, &cal("2148-06-30")).is_ok());
+    for date in ["1970-03-02", "2148-07-01", "2149-06-05"] {
+        let r = run_with(&n, &cal(date)).unwrap_err();
+        assert_eq!(r.kind, RejectKind::DateOutOfRange, "{date}: {}", r.reason);
+        assert!(r.reason.contains("school year"), "{}", r.reason);
+    }
+    // A calendar date outside the range names its field.
+    let r = run_with(&n, &cal("1969-12-31")).unwrap_err();
+    assert_eq!(r.kind, RejectKind::DateOutOfRange);
+    assert!(r.reason.contains("field date is"), "{}", r.reason);
+}
+
+#[test]
+fn two_digit_years_are_rejected_never_read_as_year_24() {
+    let r = normalizer()
+        .normalize(&encode_raw(&ps_attendance("9/3/24")), today())
+        .unwrap_err();
+    assert_eq!(r.kind, RejectKind::InvalidDate, "{}", r.reason);
+    assert!(
+        r.reason.contains("two-digit year") && r.reason.contains("9/3/24"),
+        "{}",
+        r.reason
+    );
+    // Also in enrollment dates; a four-digit M/D/YYYY still reads.
+    let r = run(&enrollment_exit("6/30/22")).unwrap_err();
+    assert_eq!(r.kind, RejectKind::InvalidDate);
+    assert!(r.reason.contains("field exit_date"), "{}", r.reason);
+    let out = run(&enrollment_exit("6/30/2022")).unwrap();
+    let [Canonical::Enrollment(e)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.exit_date, Some(d(2022, 6, 30)));
+}
+
+#[test]
+fn exit_date_9999_12_31_means_still_enrolled() {
+    for exit in ["9999-12-31", "12/31/9999", "9999-12-31T00:00:00"] {
+        let out = run(&enrollment_exit(exit)).unwrap();
+        let [Canonical::Enrollment(e)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e.exit_date, None, "{exit}");
+        assert_eq!(e.entry_date, d(2021, 8, 23));
+    }
+    // Ed-Fi exitWithdrawDate the same.
+    let env = edfi(
+        Entity::Enrollment,
+        json!({
+            "schoolReference": {"schoolId": 255901001},
+            "studentReference": {"studentUniqueId": "604822"},
+            "entryDate": "2021-08-23",
+            "exitWithdrawDate": "9999-12-31"
+        }),
+    );
+    let out = run(&env).unwrap();
+    let [Canonical::Enrollment(e)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.exit_date, None);
+}
+
+#[test]
+fn exit_date_sentinels_are_configurable_and_other_far_dates_are_out_of_range() {
+    // Default: 2999-12-31 is no sentinel, and out of range.
+    let r = run(&enrollment_exit("2999-12-31")).unwrap_err();
+    assert_eq!(r.kind, RejectKind::DateOutOfRange);
+    assert!(
+        r.reason.contains("field exit_date") && r.reason.contains("2999-12-31"),
+        "{}",
+        r.reason
+    );
+    // Configured: 2999-12-31 and 2099-12-31 mean "no exit date"; 9999-12-31 is then
+    // just a date (out of range), since the list replaces the default.
+    let n = normalizer().with_exit_date_sentinels(vec![d(2999, 12, 31), d(2099, 12, 31)]);
+    for exit in ["2999-12-31", "2099-12-31"] {
+        let out = run_with(&n, &enrollment_exit(exit)).unwrap();
+        let [Canonical::Enrollment(e)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e.exit_date, None, "{exit}");
+    }
+    let r = run_with(&n, &enrollment_exit("9999-12-31")).unwrap_err();
+    assert_eq!(r.kind, RejectKind::DateOutOfRange);
+    // Entry dates are never sentinels.
+    let env = flat(
+        "csv",
+        Entity::Enrollment,
+        json!({"school_id": "101", "student_id": "S1", "entry_date": "9999-12-31"}),
+    );
+    let r = run(&env).unwrap_err();
+    assert_eq!(r.kind, RejectKind::DateOutOfRange);
+    assert!(r.reason.contains("field entry_date"), "{}", r.reason);
+}
+
+#[test]
+fn session_dates_outside_the_supported_range_are_date_out_of_range() {
+    let mut policy = Policy::default();
+    policy
+        .derived_calendars
+        .insert("d001".into(), rollcall_policy::DerivedCalendar::default());
+    let n = Normalizer::try_new(registry(), policy).unwrap();
+    for (field, value) in [("beginDate", "1969-09-03"), ("endDate", "2149-06-06")] {
+        let mut p = session_payload();
+        p[field] = json!(value);
+        if field == "beginDate" {
+            p["endDate"] = json!("1969-12-19");
+            p["schoolYearTypeReference"] = json!({"schoolYear": 1970});
+        } else {
+            p["beginDate"] = json!("2149-06-01");
+            p["schoolYearTypeReference"] = json!({"schoolYear": 2150});
+        }
+        let env = envelope(
+            "edfi",
+            Entity::Calendar,
+            RawOperation::Upsert,
+            PayloadFormat::EdfiJson,
+            &p,
+        );
+        let r = n.normalize(&encode_raw(&env), today()).unwrap_err();
+        assert_eq!(r.kind, RejectKind::DateOutOfRange, "{}", r.reason);
+        assert!(r.reason.contains(field), "{}", r.reason);
+    }
+}
+
+#[test]
+fn the_payload_limit_is_the_one_the_kafka_limits_use() {
+    assert_eq!(MAX_PAYLOAD_BYTES, rollcall_model::MAX_RAW_PAYLOAD_BYTES);
 }
