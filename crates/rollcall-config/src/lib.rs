@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::NaiveDate;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,10 @@ pub struct NormalizerConfig {
     pub batch_max_records: usize,
     /// How long a transaction may stay open collecting records, in milliseconds.
     pub batch_max_wait_ms: u64,
+    /// Exit dates that mean "no exit date" (still enrolled), as `YYYY-MM-DD` strings:
+    /// an enrollment whose exit date is one of them is normalized without one. The list
+    /// replaces the default, `["9999-12-31"]` (docs/normalization.md).
+    pub exit_date_sentinels: Vec<NaiveDate>,
 }
 
 impl Default for NormalizerConfig {
@@ -156,6 +161,7 @@ impl Default for NormalizerConfig {
             code_maps_dir: None,
             batch_max_records: 20_000,
             batch_max_wait_ms: 200,
+            exit_date_sentinels: vec![rollcall_model::DEFAULT_EXIT_DATE_SENTINEL],
         }
     }
 }
@@ -496,6 +502,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("chronic_treshold"), "{err}");
+    }
+
+    #[test]
+    fn exit_date_sentinels_default_to_9999_12_31_and_are_configurable() {
+        let c = Config::from_toml_str_without_env("").unwrap();
+        assert_eq!(
+            c.normalizer.exit_date_sentinels,
+            [NaiveDate::from_ymd_opt(9999, 12, 31).unwrap()]
+        );
+        let c = Config::from_toml_str_without_env(
+            "[normalizer]\nexit_date_sentinels = [\"2999-12-31\", \"9999-12-31\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.normalizer.exit_date_sentinels,
+            [
+                NaiveDate::from_ymd_opt(2999, 12, 31).unwrap(),
+                NaiveDate::from_ymd_opt(9999, 12, 31).unwrap()
+            ]
+        );
+        let err = Config::from_toml_str_without_env(
+            "[normalizer]\nexit_date_sentinels = [\"12/31/99\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("normalizer.exit_date_sentinels"), "{err}");
+    }
+
+    #[test]
+    fn exit_date_sentinels_can_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ROLLCALL_NORMALIZER__EXIT_DATE_SENTINELS",
+                "[\"2099-12-31\"]",
+            );
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.normalizer.exit_date_sentinels,
+                [NaiveDate::from_ymd_opt(2099, 12, 31).unwrap()]
+            );
+            Ok(())
+        });
     }
 
     #[test]

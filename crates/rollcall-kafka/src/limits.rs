@@ -18,8 +18,9 @@
 /// limit is slightly larger).
 pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
 
-/// The largest raw record payload a connector publishes and the normalizer reads.
-pub const MAX_RAW_PAYLOAD_BYTES: usize = 256 * 1024;
+/// The largest raw record payload a connector publishes and the normalizer reads
+/// (stated once, in `rollcall-model`, which `rollcall-normalize` reads without Kafka).
+pub const MAX_RAW_PAYLOAD_BYTES: usize = rollcall_model::MAX_RAW_PAYLOAD_BYTES;
 
 /// The largest payload a dead letter carries; longer originals are cut (and marked).
 pub const MAX_DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
