@@ -72,7 +72,8 @@ pub fn build_normalizer(cfg: &Config) -> anyhow::Result<Normalizer> {
             .with_context(|| format!("loading code maps from {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), maps = n, "district code maps loaded");
     }
-    Ok(Normalizer::new(maps, policy))
+    Ok(Normalizer::new(maps, policy)
+        .with_exit_date_sentinels(cfg.normalizer.exit_date_sentinels.clone()))
 }
 
 /// The consume–normalize–produce loop.
