@@ -11,7 +11,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::consume::{high_watermark, OwnedConsumer, REQUEST_TIMEOUT};
 use crate::pipe::InRecord;
+use crate::retry::{retry_transient, Retry, DEFAULT_BUDGET};
 use crate::KafkaError;
 
 /// A topic-partition.
@@ -24,12 +26,11 @@ pub struct Committed {
     pub metadata: String,
 }
 
+/// Dropping one never hangs: its consumer closes with a bound (see `OwnedConsumer`).
 pub struct AssignedReader {
-    consumer: BaseConsumer,
+    consumer: OwnedConsumer,
     assigned: Vec<Tp>,
 }
-
-const T: Duration = Duration::from_secs(30);
 
 impl AssignedReader {
     /// Assign `partitions` and position every one at its beginning.
@@ -47,6 +48,23 @@ impl AssignedReader {
     pub fn new(
         client: &ClientConfig,
         group_id: &str,
+        starts: &[(Tp, Option<i64>)],
+    ) -> Result<Self, KafkaError> {
+        Self::assign(client, Some(group_id), starts)
+    }
+
+    /// A reader of no consumer group (it can read, not commit): for reading a range
+    /// again, e.g. a state rebuild, without a throw-away consumer of a live group.
+    pub fn without_group(
+        client: &ClientConfig,
+        starts: &[(Tp, Option<i64>)],
+    ) -> Result<Self, KafkaError> {
+        Self::assign(client, None, starts)
+    }
+
+    fn assign(
+        client: &ClientConfig,
+        group_id: Option<&str>,
         starts: &[(Tp, Option<i64>)],
     ) -> Result<Self, KafkaError> {
         let consumer = crate::consume::committed_reader(client, group_id)?;
@@ -68,25 +86,50 @@ impl AssignedReader {
         })
     }
 
-    /// The partition ids of `topic`.
+    /// The partition ids of `topic`. Transient errors (a broker unreachable or moving,
+    /// a topic created a moment ago and not in the metadata yet) are retried for up to
+    /// [`DEFAULT_BUDGET`].
     pub fn partitions_of(client: &ClientConfig, topic: &str) -> Result<Vec<i32>, KafkaError> {
+        Self::partitions_with(client, topic, &Retry::for_up_to(DEFAULT_BUDGET))
+    }
+
+    /// [`Self::partitions_of`], retrying as `policy` says.
+    pub fn partitions_with(
+        client: &ClientConfig,
+        topic: &str,
+        policy: &Retry<'_>,
+    ) -> Result<Vec<i32>, KafkaError> {
+        // No group id: dropping it never waits for a consumer close.
         let c: BaseConsumer = client
             .create()
             .map_err(KafkaError::client("creating a metadata client"))?;
-        let md = c
-            .fetch_metadata(Some(topic), T)
-            .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
-        let parts: Vec<i32> = md
-            .topics()
-            .first()
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        if parts.is_empty() {
-            return Err(KafkaError::Other(format!(
+        let got = retry_transient(
+            &format!("reading the partitions of {topic}"),
+            policy,
+            || {
+                let md = c
+                    .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                    .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
+                let parts: Vec<i32> = md
+                    .topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                    .unwrap_or_default();
+                if parts.is_empty() {
+                    return Err(KafkaError::Transient(format!(
+                        "topic {topic} is not in the metadata"
+                    )));
+                }
+                Ok(parts)
+            },
+        );
+        match got {
+            Err(KafkaError::Transient(_)) => Err(KafkaError::Other(format!(
                 "topic {topic} does not exist; run `rollcall topics create`"
-            )));
+            ))),
+            other => other,
         }
-        Ok(parts)
     }
 
     /// The committed offsets (and metadata) of the assigned partitions.
@@ -95,10 +138,15 @@ impl AssignedReader {
         for (t, p) in &self.assigned {
             tpl.add_partition(t, *p);
         }
-        let got = self
-            .consumer
-            .committed_offsets(tpl, T)
-            .map_err(KafkaError::client("reading committed offsets"))?;
+        let got = retry_transient(
+            "reading committed offsets",
+            &Retry::for_up_to(DEFAULT_BUDGET),
+            || {
+                self.consumer
+                    .committed_offsets(tpl.clone(), REQUEST_TIMEOUT)
+                    .map_err(KafkaError::client("reading committed offsets"))
+            },
+        )?;
         let mut out = HashMap::new();
         for e in got.elements() {
             if let Offset::Offset(o) = e.offset() {
@@ -114,14 +162,13 @@ impl AssignedReader {
         Ok(out)
     }
 
-    /// The current end (high watermark) of each assigned partition.
+    /// The current end (high watermark) of each assigned partition; transient errors
+    /// are retried for up to [`DEFAULT_BUDGET`].
     pub fn end_offsets(&self) -> Result<HashMap<Tp, i64>, KafkaError> {
+        let policy = Retry::for_up_to(DEFAULT_BUDGET);
         let mut out = HashMap::new();
         for (t, p) in &self.assigned {
-            let (_, hi) = self
-                .consumer
-                .fetch_watermarks(t, *p, T)
-                .map_err(KafkaError::client(format!("reading the end of {t}/{p}")))?;
+            let hi = high_watermark(&self.consumer, t, *p, &policy)?;
             out.insert((t.clone(), *p), hi);
         }
         Ok(out)
@@ -150,7 +197,9 @@ impl AssignedReader {
     }
 
     /// Commit `next_offsets` (the next offset to read per partition) with `metadata`,
-    /// synchronously. Call only once the output of everything before them is durable.
+    /// synchronously (one attempt; see [`KafkaError::is_transient`] and
+    /// [`crate::retry_transient`]). Call only once the output of everything before them
+    /// is durable.
     pub fn commit(
         &self,
         next_offsets: &HashMap<Tp, i64>,

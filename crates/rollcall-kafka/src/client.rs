@@ -10,6 +10,10 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A condition worth retrying that has no rdkafka error (a topic not in the metadata
+    /// yet, a consumer close that did not finish in time).
+    #[error("kafka: {0}")]
+    Transient(String),
     #[error("kafka: {0}")]
     Other(String),
 }

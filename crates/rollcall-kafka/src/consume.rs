@@ -1,24 +1,96 @@
 //! What every rollcall consumer shares: committed reads, manual commits, batch polling,
-//! and how far a consumer group is behind.
+//! consumer lifecycles that cannot hang, committed offsets, and how far a consumer group
+//! is behind.
 
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dead_letter::header_pairs;
 use crate::pipe::InRecord;
-use crate::{AssignedReader, KafkaError};
+use crate::retry::{retry_transient, Retry, DEFAULT_BUDGET};
+use crate::{AssignedReader, Committed, KafkaError, Tp};
 
-/// A `read_committed` consumer of `group_id` that never commits on its own.
+/// How long dropping a group consumer waits for its close before giving up on it.
+pub(crate) const CLOSE_BOUND: Duration = Duration::from_secs(10);
+
+/// The bound on one metadata, offsets or watermark request.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer whose drop cannot hang. rdkafka's `BaseConsumer::drop` of a consumer with
+/// a group id polls for the consumer close with no bound, and that close can wait
+/// forever (rust-rdkafka issues #509, #453, #611). This one closes with a bound
+/// ([`CLOSE_BOUND`]); a close that does not finish leaves the handle behind (leaked,
+/// logged) instead of hanging the caller.
+pub(crate) struct OwnedConsumer {
+    inner: ManuallyDrop<BaseConsumer>,
+    grouped: bool,
+}
+
+impl OwnedConsumer {
+    pub(crate) fn new(inner: BaseConsumer, grouped: bool) -> Self {
+        OwnedConsumer {
+            inner: ManuallyDrop::new(inner),
+            grouped,
+        }
+    }
+}
+
+impl Deref for OwnedConsumer {
+    type Target = BaseConsumer;
+    fn deref(&self) -> &BaseConsumer {
+        &self.inner
+    }
+}
+
+impl Drop for OwnedConsumer {
+    fn drop(&mut self) {
+        if self.grouped && !close_bounded(&self.inner, CLOSE_BOUND) {
+            tracing::warn!(
+                bound_s = CLOSE_BOUND.as_secs(),
+                "a Kafka consumer did not close in time; left behind instead of waiting"
+            );
+            return; // leaked: never dropped, so never waited on
+        }
+        // Closed (or never in a group): rdkafka's own drop finds nothing to wait for.
+        unsafe { ManuallyDrop::drop(&mut self.inner) }
+    }
+}
+
+/// Close a group consumer, serving its queue, for at most `bound`. True once closed
+/// (or when there was nothing to close).
+fn close_bounded(c: &BaseConsumer, bound: Duration) -> bool {
+    if c.close_queue().is_err() {
+        // Already closed or not a group consumer: rdkafka's drop skips its wait too.
+        return true;
+    }
+    let deadline = Instant::now() + bound;
+    while !c.closed() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    true
+}
+
+/// A `read_committed` consumer that never commits on its own; of `group_id` when given.
 pub(crate) fn committed_reader(
     client: &ClientConfig,
-    group_id: &str,
-) -> Result<BaseConsumer, KafkaError> {
+    group_id: Option<&str>,
+) -> Result<OwnedConsumer, KafkaError> {
     let mut c = client.clone();
-    c.set("group.id", group_id)
-        .set("isolation.level", "read_committed")
+    if let Some(g) = group_id {
+        c.set("group.id", g);
+    }
+    c.set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -30,7 +102,10 @@ pub(crate) fn committed_reader(
         .set("fetch.min.bytes", "262144")
         .set("fetch.wait.max.ms", "20")
         .set("queued.max.messages.kbytes", "262144");
-    c.create().map_err(KafkaError::client("creating consumer"))
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(KafkaError::client("creating consumer"))?;
+    Ok(OwnedConsumer::new(consumer, group_id.is_some()))
 }
 
 /// Read up to `max` records, waiting at most `wait`. Consumer errors (transient fetch
@@ -59,23 +134,120 @@ pub(crate) fn poll_batch(consumer: &BaseConsumer, max: usize, wait: Duration) ->
     batch
 }
 
+/// The probe of one consumer group on one cluster: a consumer that carries the group's
+/// id but never subscribes, never commits, and is never dropped (so never closed: a
+/// close is what can hang). One per (brokers, group) for the life of the process.
+fn probe(client: &ClientConfig, group_id: &str) -> Result<&'static BaseConsumer, KafkaError> {
+    static PROBES: OnceLock<Mutex<HashMap<(String, String), &'static BaseConsumer>>> =
+        OnceLock::new();
+    let key = (
+        client
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_string(),
+        group_id.to_string(),
+    );
+    let mut probes = PROBES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = probes.get(&key) {
+        return Ok(p);
+    }
+    let mut c = client.clone();
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(KafkaError::client("creating an offsets probe"))?;
+    let leaked: &'static BaseConsumer = Box::leak(Box::new(consumer));
+    probes.insert(key, leaked);
+    Ok(leaked)
+}
+
+/// The committed offsets (and metadata) of consumer group `group_id` for `partitions`,
+/// read without joining the group and without creating a consumer that would have to
+/// be closed. Transient errors are retried as `policy` says.
+pub fn committed_offsets(
+    client: &ClientConfig,
+    group_id: &str,
+    partitions: &[Tp],
+    policy: &Retry<'_>,
+) -> Result<HashMap<Tp, Committed>, KafkaError> {
+    let p = probe(client, group_id)?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, part) in partitions {
+        tpl.add_partition(t, *part);
+    }
+    let got = retry_transient("reading committed offsets", policy, || {
+        p.committed_offsets(tpl.clone(), REQUEST_TIMEOUT)
+            .map_err(KafkaError::client(format!(
+                "reading the committed offsets of group {group_id}"
+            )))
+    })?;
+    let mut out = HashMap::new();
+    for e in got.elements() {
+        if let Some(err) = e.error().err() {
+            return Err(KafkaError::client(format!(
+                "reading the committed offset of {}/{}",
+                e.topic(),
+                e.partition()
+            ))(err));
+        }
+        if let Offset::Offset(o) = e.offset() {
+            out.insert(
+                (e.topic().to_string(), e.partition()),
+                Committed {
+                    offset: o,
+                    metadata: e.metadata().to_string(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The high watermark of `topic/partition`, retrying transient errors (a leader
+/// election, a topic created a moment ago) as `policy` says.
+pub(crate) fn high_watermark(
+    c: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    policy: &Retry<'_>,
+) -> Result<i64, KafkaError> {
+    retry_transient("reading a high watermark", policy, || {
+        c.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .map(|(_, hi)| hi)
+            .map_err(KafkaError::client(format!(
+                "reading the end of {topic}/{partition}"
+            )))
+    })
+}
+
 /// Records of `topics` that consumer group `group_id` has not committed yet. A commit
-/// marker after a transaction's last record is not counted.
+/// marker after a transaction's last record is not counted. Never creates or drops a
+/// consumer of the group (it reads through the group's long-lived probe); every call
+/// to the broker is bounded and transient errors are retried for up to
+/// [`DEFAULT_BUDGET`].
 pub fn group_lag(
     client: &ClientConfig,
     group_id: &str,
     topics: &[String],
 ) -> Result<i64, KafkaError> {
+    let policy = Retry::for_up_to(DEFAULT_BUDGET);
     let mut tps = Vec::new();
     for t in topics {
         for p in AssignedReader::partitions_of(client, t)? {
             tps.push((t.clone(), p));
         }
     }
-    let r = AssignedReader::from_beginning(client, group_id, &tps)?;
-    let committed = r.committed()?;
-    Ok(r.end_offsets()?
-        .iter()
-        .map(|(tp, end)| (end - committed.get(tp).map(|c| c.offset).unwrap_or(0) - 1).max(0))
-        .sum())
+    let committed = committed_offsets(client, group_id, &tps, &policy)?;
+    let p = probe(client, group_id)?;
+    let mut lag = 0;
+    for tp in &tps {
+        let end = high_watermark(p, &tp.0, tp.1, &policy)?;
+        lag += (end - committed.get(tp).map(|c| c.offset).unwrap_or(0) - 1).max(0);
+    }
+    Ok(lag)
 }

@@ -59,6 +59,6 @@ mod tests {
         // Payload plus nine header values, each at its cap, plus generous framing.
         let worst = MAX_DEAD_LETTER_PAYLOAD_BYTES + 10 * MAX_HEADER_VALUE_BYTES + 4096;
         assert!(worst < MAX_MESSAGE_BYTES);
-        assert!(MAX_RAW_PAYLOAD_BYTES + 64 * 1024 < MAX_MESSAGE_BYTES);
+        const { assert!(MAX_RAW_PAYLOAD_BYTES + 64 * 1024 < MAX_MESSAGE_BYTES) };
     }
 }

@@ -13,15 +13,20 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::consume::{OwnedConsumer, REQUEST_TIMEOUT};
 use crate::dead_letter::to_owned_headers;
+use crate::retry::{retry_transient, ErrorClass, Retry, DEFAULT_BUDGET};
 use crate::KafkaError;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+/// One attempt at `init_transactions` (retried while transient), short so a shutdown
+/// during start-up is answered within seconds.
+const INIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A record read from an input topic.
 #[derive(Debug, Clone)]
@@ -53,7 +58,7 @@ pub struct PipeStats {
 
 /// Consume with `read_committed`, produce and commit offsets in one transaction.
 pub struct TransactionalPipe {
-    consumer: BaseConsumer,
+    consumer: OwnedConsumer,
     producer: TxnProducer,
     max_records: usize,
     max_wait: Duration,
@@ -70,16 +75,39 @@ impl TransactionalPipe {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Self, KafkaError> {
+        Self::connect(
+            client,
+            group_id,
+            transactional_id,
+            inputs,
+            max_records,
+            max_wait,
+            &Retry::for_up_to(DEFAULT_BUDGET),
+        )
+    }
+
+    /// [`Self::new`], retrying transient start-up errors (a coordinator not loaded yet
+    /// on a fresh broker, a broker restarting) as `policy` says; `policy.stop` is
+    /// checked between attempts, so a shutdown during start-up is answered promptly.
+    pub fn connect(
+        client: &ClientConfig,
+        group_id: &str,
+        transactional_id: &str,
+        inputs: &[String],
+        max_records: usize,
+        max_wait: Duration,
+        policy: &Retry<'_>,
+    ) -> Result<Self, KafkaError> {
         let mut c = client.clone();
         // Static membership: a restarted instance (same transactional id) takes its
         // partitions back at once instead of waiting out its dead predecessor's session.
         c.set("group.instance.id", transactional_id);
-        let consumer = crate::consume::committed_reader(&c, group_id)?;
+        let consumer = crate::consume::committed_reader(&c, Some(group_id))?;
         let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .map_err(KafkaError::client(format!("subscribing to {topics:?}")))?;
-        let producer = TxnProducer::new(client, transactional_id)?;
+        let producer = TxnProducer::connect(client, transactional_id, policy)?;
         Ok(TransactionalPipe {
             consumer,
             producer,
@@ -99,8 +127,28 @@ impl TransactionalPipe {
 
     /// Produce `outputs` and commit the offsets after `batch` in one transaction.
     /// When the transaction has to be aborted, the consumer is rewound to the last
-    /// committed offsets, so the same inputs come again; the error says why.
+    /// committed offsets, so the same inputs come again; the error says why. If the
+    /// rewind itself cannot be done, the error says so and is fatal
+    /// ([`ErrorClass::Fatal`]): the consumer would be past uncommitted records, so the
+    /// caller must not go on with this pipe.
     pub fn commit(
+        &mut self,
+        batch: &[InRecord],
+        outputs: &[OutRecord],
+    ) -> Result<PipeStats, KafkaError> {
+        match self.try_commit(batch, outputs) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.rewind()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::commit`] without the rewind: when the transaction is aborted the consumer
+    /// stays after `batch`, so the caller must either commit the same records again
+    /// (whole or in parts, in order) or call [`Self::rewind`] before polling on.
+    pub fn try_commit(
         &mut self,
         batch: &[InRecord],
         outputs: &[OutRecord],
@@ -125,16 +173,10 @@ impl TransactionalPipe {
         let result = self.producer.in_transaction(outputs, |p| {
             p.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)
         });
-        match result {
-            Ok(()) => Ok(PipeStats {
-                consumed: batch.len(),
-                produced: outputs.len(),
-            }),
-            Err(e) => {
-                self.rewind()?;
-                Err(e)
-            }
-        }
+        result.map(|()| PipeStats {
+            consumed: batch.len(),
+            produced: outputs.len(),
+        })
     }
 
     /// Offsets between this consumer's position and the end of its assigned partitions,
@@ -190,26 +232,43 @@ impl TransactionalPipe {
         Ok(Some((lag, assigned.count())))
     }
 
-    /// Seek every assigned partition back to its committed offset.
-    fn rewind(&self) -> Result<(), KafkaError> {
-        let committed = self
-            .consumer
-            .committed(Duration::from_secs(30))
-            .map_err(KafkaError::client("reading committed offsets"))?;
-        for e in committed.elements() {
-            let to = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            if let Err(err) =
-                self.consumer
-                    .seek(e.topic(), e.partition(), to, Duration::from_secs(10))
-            {
-                tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err,
-                    "could not rewind partition");
-            }
-        }
-        Ok(())
+    /// Seek every assigned partition back to its committed offset, so the next poll
+    /// reads again everything not committed. Transient errors are retried for up to
+    /// [`DEFAULT_BUDGET`]; if it still cannot be done the error is fatal (the consumer
+    /// may be past uncommitted records: re-create the pipe or stop).
+    pub fn rewind(&self) -> Result<(), KafkaError> {
+        let done = retry_transient(
+            "rewinding to the committed offsets",
+            &Retry::for_up_to(DEFAULT_BUDGET),
+            || {
+                let committed = self
+                    .consumer
+                    .committed(REQUEST_TIMEOUT)
+                    .map_err(KafkaError::client("reading committed offsets"))?;
+                for e in committed.elements() {
+                    let to = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    self.consumer
+                        .seek(e.topic(), e.partition(), to, REQUEST_TIMEOUT)
+                        .map_err(|err| {
+                            KafkaError::Transient(format!(
+                                "rewinding {}/{}: {err}",
+                                e.topic(),
+                                e.partition()
+                            ))
+                        })?;
+                }
+                Ok(())
+            },
+        );
+        done.map_err(|e| {
+            KafkaError::Other(format!(
+                "could not rewind the consumer to its committed offsets ({e}); \
+                 it must be re-created before reading on"
+            ))
+        })
     }
 }
 
@@ -233,7 +292,17 @@ pub struct TxnProducer {
 }
 
 impl TxnProducer {
+    /// Transient start-up errors are retried for up to [`DEFAULT_BUDGET`].
     pub fn new(client: &ClientConfig, transactional_id: &str) -> Result<Self, KafkaError> {
+        Self::connect(client, transactional_id, &Retry::for_up_to(DEFAULT_BUDGET))
+    }
+
+    /// [`Self::new`], retrying transient start-up errors as `policy` says.
+    pub fn connect(
+        client: &ClientConfig,
+        transactional_id: &str,
+        policy: &Retry<'_>,
+    ) -> Result<Self, KafkaError> {
         let mut c = client.clone();
         c.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
@@ -251,11 +320,13 @@ impl TxnProducer {
         let producer: BaseProducer = c
             .create()
             .map_err(KafkaError::client("creating producer"))?;
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "initialising transactions for {transactional_id}"
-            )))?;
+        retry_transient("initialising transactions", policy, || {
+            producer
+                .init_transactions(INIT_TIMEOUT)
+                .map_err(KafkaError::client(format!(
+                    "initialising transactions for {transactional_id}"
+                )))
+        })?;
         Ok(TxnProducer { producer })
     }
 
@@ -290,6 +361,10 @@ impl TxnProducer {
                 if abortable {
                     if let Err(a) = p.abort_transaction(TXN_TIMEOUT) {
                         tracing::error!(error = %a, "aborting the transaction failed");
+                        let a = KafkaError::client("aborting a transaction")(a);
+                        if a.class() == ErrorClass::Fatal {
+                            return Err(a);
+                        }
                     }
                 }
                 Err(KafkaError::Client {

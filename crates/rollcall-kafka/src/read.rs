@@ -7,7 +7,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::consume::REQUEST_TIMEOUT;
 use crate::dead_letter::header_pairs;
+use crate::retry::{retry_transient, Retry, DEFAULT_BUDGET};
 use crate::KafkaError;
 
 /// One record read back.
@@ -22,15 +24,17 @@ pub struct Consumed {
 
 /// Read every record of `topic` from the beginning up to the end it had when called.
 /// With `committed_only`, reads with `isolation.level=read_committed` (records of
-/// aborted or open transactions are not returned).
+/// aborted or open transactions are not returned). The reader is of no consumer group
+/// (nothing to close, so its drop cannot hang); transient errors — a broker moving, a
+/// topic created a moment ago (`NotLeaderForPartition` on its watermarks) — are retried
+/// for up to [`DEFAULT_BUDGET`].
 pub fn read_topic_to_end(
     client: &ClientConfig,
     topic: &str,
     committed_only: bool,
 ) -> Result<Vec<Consumed>, KafkaError> {
     let mut c = client.clone();
-    c.set("group.id", "rollcall-reader")
-        .set("enable.auto.commit", "false")
+    c.set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set(
             "isolation.level",
@@ -43,35 +47,48 @@ pub fn read_topic_to_end(
     let consumer: BaseConsumer = c
         .create()
         .map_err(KafkaError::client("creating a reader"))?;
+    let policy = Retry::for_up_to(DEFAULT_BUDGET);
     // A topic created a moment ago may not be in this broker's metadata yet (seen under
-    // load): look again for a few seconds before calling it missing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let parts: Vec<i32> = loop {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(15))
-            .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
-        let parts: Vec<i32> = md
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        if !parts.is_empty() || std::time::Instant::now() > deadline {
-            break parts;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if parts.is_empty() {
-        return Err(KafkaError::Other(format!("topic {topic} does not exist")));
-    }
+    // load): look again before calling it missing.
+    let parts = retry_transient(
+        &format!("reading the partitions of {topic}"),
+        &policy,
+        || {
+            let md = consumer
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(KafkaError::client(format!("reading metadata of {topic}")))?;
+            let parts: Vec<i32> = md
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            if parts.is_empty() {
+                return Err(KafkaError::Transient(format!(
+                    "topic {topic} is not in the metadata"
+                )));
+            }
+            Ok(parts)
+        },
+    )
+    .map_err(|e| match e {
+        KafkaError::Transient(_) => KafkaError::Other(format!("topic {topic} does not exist")),
+        e => e,
+    })?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = Vec::new();
     for p in &parts {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(15))
-            .map_err(KafkaError::client(format!(
-                "reading watermarks of {topic}/{p}"
-            )))?;
+        let (lo, hi) = retry_transient(
+            &format!("reading watermarks of {topic}/{p}"),
+            &policy,
+            || {
+                consumer
+                    .fetch_watermarks(topic, *p, REQUEST_TIMEOUT)
+                    .map_err(KafkaError::client(format!(
+                        "reading watermarks of {topic}/{p}"
+                    )))
+            },
+        )?;
         if hi > lo {
             tpl.add_partition_offset(topic, *p, Offset::Offset(lo))
                 .map_err(KafkaError::client("assigning"))?;
@@ -100,7 +117,13 @@ pub fn read_topic_to_end(
                     headers: header_pairs(m.headers()),
                 });
             }
-            Some(Err(e)) => return Err(KafkaError::client(format!("reading {topic}"))(e)),
+            Some(Err(e)) => {
+                let e = KafkaError::client(format!("reading {topic}"))(e);
+                if !e.is_transient() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "transient error reading a topic; going on");
+            }
             None => {}
         }
         if let Ok(pos) = consumer.position() {
