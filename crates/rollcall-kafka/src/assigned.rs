@@ -53,8 +53,9 @@ impl AssignedReader {
         Self::assign(client, Some(group_id), starts)
     }
 
-    /// A reader of no consumer group (it can read, not commit): for reading a range
-    /// again, e.g. a state rebuild, without a throw-away consumer of a live group.
+    /// A reader of no live consumer group (a private one: it reads, never commits): for
+    /// reading a range again, e.g. a state rebuild, without a throw-away consumer of a
+    /// live group.
     pub fn without_group(
         client: &ClientConfig,
         starts: &[(Tp, Option<i64>)],
@@ -99,7 +100,7 @@ impl AssignedReader {
         topic: &str,
         policy: &Retry<'_>,
     ) -> Result<Vec<i32>, KafkaError> {
-        // No group id: dropping it never waits for a consumer close.
+        // No group id: dropping it never waits for a consumer close. (Metadata needs none.)
         let c: BaseConsumer = client
             .create()
             .map_err(KafkaError::client("creating a metadata client"))?;

@@ -14,6 +14,10 @@ pub enum KafkaError {
     /// yet, a consumer close that did not finish in time).
     #[error("kafka: {0}")]
     Transient(String),
+    /// These records were refused for what they are (too large, invalid): retrying them
+    /// fails the same way.
+    #[error("kafka: {0}")]
+    Refused(String),
     #[error("kafka: {0}")]
     Other(String),
 }

@@ -31,14 +31,12 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// logged) instead of hanging the caller.
 pub(crate) struct OwnedConsumer {
     inner: ManuallyDrop<BaseConsumer>,
-    grouped: bool,
 }
 
 impl OwnedConsumer {
-    pub(crate) fn new(inner: BaseConsumer, grouped: bool) -> Self {
+    pub(crate) fn new(inner: BaseConsumer) -> Self {
         OwnedConsumer {
             inner: ManuallyDrop::new(inner),
-            grouped,
         }
     }
 }
@@ -52,14 +50,14 @@ impl Deref for OwnedConsumer {
 
 impl Drop for OwnedConsumer {
     fn drop(&mut self) {
-        if self.grouped && !close_bounded(&self.inner, CLOSE_BOUND) {
+        if !close_bounded(&self.inner, CLOSE_BOUND) {
             tracing::warn!(
                 bound_s = CLOSE_BOUND.as_secs(),
                 "a Kafka consumer did not close in time; left behind instead of waiting"
             );
             return; // leaked: never dropped, so never waited on
         }
-        // Closed (or never in a group): rdkafka's own drop finds nothing to wait for.
+        // Closed: rdkafka's own drop finds nothing to wait for.
         unsafe { ManuallyDrop::drop(&mut self.inner) }
     }
 }
@@ -81,15 +79,23 @@ fn close_bounded(c: &BaseConsumer, bound: Duration) -> bool {
     true
 }
 
-/// A `read_committed` consumer that never commits on its own; of `group_id` when given.
+/// The group id of readers that belong to no live group (librdkafka needs one to
+/// assign partitions): private to this process, never joined, never committed.
+pub(crate) fn reader_group() -> String {
+    format!("rollcall-reader-{}", std::process::id())
+}
+
+/// A `read_committed` consumer that never commits on its own, of `group_id` (`None`: a
+/// private reader group, see [`reader_group`]).
 pub(crate) fn committed_reader(
     client: &ClientConfig,
     group_id: Option<&str>,
 ) -> Result<OwnedConsumer, KafkaError> {
     let mut c = client.clone();
-    if let Some(g) = group_id {
-        c.set("group.id", g);
-    }
+    match group_id {
+        Some(g) => c.set("group.id", g),
+        None => c.set("group.id", reader_group()),
+    };
     c.set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -105,7 +111,7 @@ pub(crate) fn committed_reader(
     let consumer: BaseConsumer = c
         .create()
         .map_err(KafkaError::client("creating consumer"))?;
-    Ok(OwnedConsumer::new(consumer, group_id.is_some()))
+    Ok(OwnedConsumer::new(consumer))
 }
 
 /// Read up to `max` records, waiting at most `wait`. Consumer errors (transient fetch

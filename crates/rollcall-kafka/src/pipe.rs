@@ -237,32 +237,34 @@ impl TransactionalPipe {
     /// [`DEFAULT_BUDGET`]; if it still cannot be done the error is fatal (the consumer
     /// may be past uncommitted records: re-create the pipe or stop).
     pub fn rewind(&self) -> Result<(), KafkaError> {
-        let done = retry_transient(
-            "rewinding to the committed offsets",
-            &Retry::for_up_to(DEFAULT_BUDGET),
-            || {
-                let committed = self
-                    .consumer
-                    .committed(REQUEST_TIMEOUT)
-                    .map_err(KafkaError::client("reading committed offsets"))?;
-                for e in committed.elements() {
-                    let to = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::Beginning,
-                    };
-                    self.consumer
-                        .seek(e.topic(), e.partition(), to, REQUEST_TIMEOUT)
-                        .map_err(|err| {
-                            KafkaError::Transient(format!(
-                                "rewinding {}/{}: {err}",
-                                e.topic(),
-                                e.partition()
-                            ))
-                        })?;
-                }
-                Ok(())
-            },
-        );
+        self.rewind_with(&Retry::for_up_to(DEFAULT_BUDGET))
+    }
+
+    /// [`Self::rewind`], retrying transient errors as `policy` says (a service riding
+    /// out a broker outage retries for as long as it takes).
+    pub fn rewind_with(&self, policy: &Retry<'_>) -> Result<(), KafkaError> {
+        let done = retry_transient("rewinding to the committed offsets", policy, || {
+            let committed = self
+                .consumer
+                .committed(REQUEST_TIMEOUT)
+                .map_err(KafkaError::client("reading committed offsets"))?;
+            for e in committed.elements() {
+                let to = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                self.consumer
+                    .seek(e.topic(), e.partition(), to, REQUEST_TIMEOUT)
+                    .map_err(|err| {
+                        KafkaError::Transient(format!(
+                            "rewinding {}/{}: {err}",
+                            e.topic(),
+                            e.partition()
+                        ))
+                    })?;
+            }
+            Ok(())
+        });
         done.map_err(|e| {
             KafkaError::Other(format!(
                 "could not rewind the consumer to its committed offsets ({e}); \

@@ -24,8 +24,8 @@ pub struct Consumed {
 
 /// Read every record of `topic` from the beginning up to the end it had when called.
 /// With `committed_only`, reads with `isolation.level=read_committed` (records of
-/// aborted or open transactions are not returned). The reader is of no consumer group
-/// (nothing to close, so its drop cannot hang); transient errors — a broker moving, a
+/// aborted or open transactions are not returned). The reader is of no live consumer
+/// group (a private one, never joined) and closes with a bound, so it cannot hang; transient errors — a broker moving, a
 /// topic created a moment ago (`NotLeaderForPartition` on its watermarks) — are retried
 /// for up to [`DEFAULT_BUDGET`].
 pub fn read_topic_to_end(
@@ -34,7 +34,8 @@ pub fn read_topic_to_end(
     committed_only: bool,
 ) -> Result<Vec<Consumed>, KafkaError> {
     let mut c = client.clone();
-    c.set("enable.auto.commit", "false")
+    c.set("group.id", crate::consume::reader_group())
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set(
             "isolation.level",
@@ -47,6 +48,7 @@ pub fn read_topic_to_end(
     let consumer: BaseConsumer = c
         .create()
         .map_err(KafkaError::client("creating a reader"))?;
+    let consumer = crate::consume::OwnedConsumer::new(consumer);
     let policy = Retry::for_up_to(DEFAULT_BUDGET);
     // A topic created a moment ago may not be in this broker's metadata yet (seen under
     // load): look again before calling it missing.

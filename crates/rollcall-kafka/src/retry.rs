@@ -100,6 +100,7 @@ impl KafkaError {
         match self {
             KafkaError::Client { source, .. } => classify(source),
             KafkaError::Transient(_) => ErrorClass::Transient,
+            KafkaError::Refused(_) => ErrorClass::Record,
             KafkaError::Other(_) => ErrorClass::Fatal,
         }
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rollcall_config::{Config, LogFormat, Secrets};
 use rollcall_kafka::{
-    DeadLetter, DeadLetterHeaders, InRecord, OutRecord, Topics, TransactionalPipe, ENTITIES,
+    Backoff, DeadLetter, DeadLetterHeaders, ErrorClass, InRecord, KafkaError, OutRecord, Retry,
+    Topics, TransactionalPipe, ENTITIES,
 };
 use rollcall_normalize::{Normalized, Normalizer, Rejection};
 use rollcall_telemetry::Health;
@@ -31,7 +32,10 @@ pub fn main_with(config: Option<&Path>, json_logs: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run(cfg, secrets))
+    let result = rt.block_on(run(cfg, secrets));
+    // A shutdown during start-up leaves the connecting thread behind: do not wait for it.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// Run until SIGTERM / Ctrl-C; then finish the batch in hand, commit it, and return.
@@ -49,12 +53,23 @@ pub async fn run(cfg: Config, secrets: Secrets) -> anyhow::Result<()> {
     .await?;
     let h = health.clone();
     let s = shutdown.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut worker = Worker::connect(&cfg, &secrets, normalizer)?;
+    let work = tokio::task::spawn_blocking(move || {
+        let stop = || s.is_cancelled();
+        let mut worker = Worker::connect_until(&cfg, &secrets, normalizer, &stop)?;
         worker.run(&h, &s)
-    })
-    .await
-    .context("normalizer worker panicked")?;
+    });
+    // Answer a shutdown at once even while still connecting (Kafka start-up calls block
+    // for seconds at a time): the worker checks the token between attempts.
+    let result = tokio::select! {
+        r = work => r.context("normalizer worker panicked")?,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(5)).await
+        } => {
+            tracing::warn!("shutdown requested while the worker was busy for 5 s; leaving");
+            Ok(())
+        }
+    };
     if result.is_err() {
         health.set_broken();
     }
@@ -89,18 +104,34 @@ impl Worker {
         secrets: &Secrets,
         normalizer: Normalizer,
     ) -> anyhow::Result<Self> {
+        Self::connect_until(cfg, secrets, normalizer, &|| false)
+    }
+
+    /// [`Self::connect`], retrying transient Kafka errors (a broker starting or
+    /// restarting, a coordinator not loaded yet) until `stop()`.
+    pub fn connect_until(
+        cfg: &Config,
+        secrets: &Secrets,
+        normalizer: Normalizer,
+        stop: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Self> {
         let topics = Topics::new(&cfg.kafka.topic_prefix);
         let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
         let inputs: Vec<String> = ENTITIES.iter().map(|e| topics.raw(e)).collect();
         // Stable per instance: a restarted instance fences its crashed predecessor.
         let txn_id = format!("{}-{}", cfg.normalizer.group_id, cfg.normalizer.instance_id);
-        let pipe = TransactionalPipe::new(
+        let pipe = TransactionalPipe::connect(
             &client,
             &cfg.normalizer.group_id,
             &txn_id,
             &inputs,
             cfg.normalizer.batch_max_records,
             Duration::from_millis(cfg.normalizer.batch_max_wait_ms),
+            &Retry {
+                stop,
+                budget: None,
+                retrying: &|_| {},
+            },
         )
         .with_context(|| format!("connecting to Kafka at {}", cfg.kafka.brokers))?;
         tracing::info!(inputs = ?inputs, transactional_id = %txn_id, "normalizer connected");
@@ -113,20 +144,44 @@ impl Worker {
 
     pub fn run(&mut self, health: &Health, shutdown: &CancellationToken) -> anyhow::Result<()> {
         health.set_ready(true);
+        let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
             let batch = self.pipe.poll_batch()?;
             if batch.is_empty() {
                 continue;
             }
-            let started = Instant::now();
-            let today = chrono::Utc::now().date_naive();
-            let (outs, tally) = transform_batch(&self.normalizer, &self.topics, &batch, today);
-            match self.pipe.commit(&batch, &outs) {
-                Ok(_) => tally.emit(started.elapsed()),
-                Err(e) => {
+            match self.commit_in_parts(&batch) {
+                Ok(()) => {
+                    if backoff.attempts > 0 {
+                        tracing::info!(attempts = backoff.attempts, "batches commit again");
+                        backoff = Backoff::default();
+                    }
+                    health.set_ready(true);
+                }
+                Err(e) if e.is_transient() => {
+                    // Stuck until the broker comes back: not ready meanwhile. The
+                    // consumer goes back to the committed offsets, so nothing after them
+                    // is skipped (and a rewind that cannot be done stops us).
+                    health.set_ready(false);
                     metrics::counter!("rollcall_normalizer_aborted_batches_total").increment(1);
-                    tracing::warn!(error = %e, records = batch.len(),
-                        "batch not committed; it will be read again");
+                    tracing::warn!(error = %e, records = batch.len(), attempt = backoff.attempts + 1,
+                        "batch not committed (transient); it will be read again");
+                    let stop = || shutdown.is_cancelled();
+                    let policy = Retry {
+                        stop: &stop,
+                        budget: None,
+                        retrying: &|_| {},
+                    };
+                    if let Err(r) = self.pipe.rewind_with(&policy) {
+                        if shutdown.is_cancelled() {
+                            break; // nothing committed past the batch; a restart reads it
+                        }
+                        return Err(r).context("after an aborted transaction");
+                    }
+                    backoff.wait(&stop);
+                }
+                Err(e) => {
+                    return Err(e).context("the normalizer cannot go on (fatal Kafka error)");
                 }
             }
         }
@@ -134,6 +189,90 @@ impl Worker {
         tracing::info!("normalizer stopped cleanly");
         Ok(())
     }
+
+    /// Normalize and commit `batch`. A part the broker refuses for its records
+    /// ([`ErrorClass::Record`], e.g. a message too large) is halved until the one record
+    /// at fault is found; that record is committed as a dead letter with the broker's
+    /// reason, and the rest goes on. Transient and fatal errors are returned; what was
+    /// committed before them stays committed.
+    fn commit_in_parts(&mut self, batch: &[InRecord]) -> Result<(), KafkaError> {
+        let (normalizer, topics, pipe) = (&self.normalizer, &self.topics, &mut self.pipe);
+        commit_in_parts(batch, |part, culprit| {
+            let started = Instant::now();
+            let today = chrono::Utc::now().date_naive();
+            let (outs, tally) = match culprit {
+                None => transform_batch(normalizer, topics, part, today),
+                Some(reason) => refused_output(topics, &part[0], reason),
+            };
+            match pipe.try_commit(part, &outs) {
+                Ok(_) => {
+                    tally.emit(started.elapsed());
+                    Ok(())
+                }
+                Err(e) => {
+                    metrics::counter!("rollcall_normalizer_aborted_batches_total").increment(1);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// Commit `batch` through `commit(part, culprit)`, in order. `culprit` is `None` for a
+/// normal commit of `part`, or `Some(reason)` when `part` is the single record whose
+/// output the broker refused: commit it as a dead letter. A part refused for its
+/// records is split in halves until the culprit is found.
+pub fn commit_in_parts<T>(
+    batch: &[T],
+    mut commit: impl FnMut(&[T], Option<&str>) -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
+    let mut pending: Vec<&[T]> = vec![batch];
+    while let Some(part) = pending.pop() {
+        match commit(part, None) {
+            Ok(()) => {}
+            Err(e) if e.class() == ErrorClass::Record => {
+                if part.len() > 1 {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    tracing::warn!(error = %e, records = part.len(),
+                        "the broker refused a batch for its records; splitting it to find the culprit");
+                    pending.push(b);
+                    pending.push(a);
+                } else {
+                    let reason = format!("the broker refused this record's output: {e}");
+                    commit(part, Some(&reason))?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The dead-letter kind of a record whose output the broker refused.
+pub const OUTPUT_REFUSED: &str = "output_refused";
+
+/// One record whose output the broker refuses, as a dead letter (which always fits).
+fn refused_output(topics: &Topics, rec: &InRecord, reason: &str) -> (Vec<OutRecord>, BatchTally) {
+    let mut tally = BatchTally::default();
+    tally.record_in(None);
+    tally.record_dead_letter_kind(None, OUTPUT_REFUSED, reason);
+    let headers = DeadLetterHeaders {
+        stage: "normalizer".into(),
+        kind: OUTPUT_REFUSED.into(),
+        reason: reason.to_string(),
+        district: None,
+        source_key: None,
+        source_topic: Some(rec.topic.clone()),
+        source_partition: Some(rec.partition),
+        source_offset: Some(rec.offset),
+        source_file: None,
+    };
+    let dl = DeadLetter {
+        key: rec.key.clone(),
+        payload: rec.payload.clone(),
+        headers,
+    };
+    (vec![dl.into_out_record(&topics.dead_letters())], tally)
 }
 
 /// Normalize one batch: every input gives its canonical events or one dead letter.
@@ -199,4 +338,56 @@ fn dead_letter(dlq: &str, rec: &InRecord, r: Rejection) -> OutRecord {
         headers,
     }
     .into_out_record(dlq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_record_is_found_by_halving_and_dead_lettered_alone() {
+        let batch: Vec<u32> = (0..13).collect();
+        let mut committed: Vec<(Vec<u32>, bool)> = Vec::new();
+        let mut attempts = 0;
+        commit_in_parts(&batch, |part, culprit| {
+            attempts += 1;
+            if culprit.is_none() && part.contains(&9) {
+                return Err(KafkaError::Refused("message too large".into()));
+            }
+            committed.push((part.to_vec(), culprit.is_some()));
+            Ok(())
+        })
+        .unwrap();
+        let order: Vec<u32> = committed.iter().flat_map(|(p, _)| p.clone()).collect();
+        assert_eq!(order, batch, "every record committed once, in order");
+        let dead: Vec<&Vec<u32>> = committed
+            .iter()
+            .filter(|(_, d)| *d)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(dead, vec![&vec![9]], "only the culprit is dead-lettered");
+        // log2(13) rounds of halving, each failing once and then committing the halves.
+        assert!(attempts <= 13, "{attempts} attempts");
+    }
+
+    #[test]
+    fn transient_and_fatal_errors_are_not_split() {
+        let batch: Vec<u32> = (0..8).collect();
+        let mut calls = 0;
+        let e = commit_in_parts(&batch, |_, _| {
+            calls += 1;
+            Err(KafkaError::Transient("broker down".into()))
+        })
+        .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(calls, 1, "an outage is no reason to split the batch");
+        calls = 0;
+        let e = commit_in_parts(&batch, |_, _| {
+            calls += 1;
+            Err(KafkaError::Other("producer fenced".into()))
+        })
+        .unwrap_err();
+        assert!(!e.is_transient());
+        assert_eq!(calls, 1);
+    }
 }

@@ -42,12 +42,17 @@ impl BatchTally {
     }
 
     pub fn record_dead_letter(&mut self, r: &Rejection) {
-        let district = r.district_id.as_deref().unwrap_or(UNKNOWN).to_string();
-        tracing::debug!(district = %district, kind = r.kind.as_str(), reason = %r.reason,
-            source_key = ?r.source_key, "record dead-lettered");
+        tracing::debug!(source_key = ?r.source_key, "record dead-lettered");
+        self.record_dead_letter_kind(r.district_id.as_deref(), r.kind.as_str(), &r.reason);
+    }
+
+    /// A dead letter of `kind` (also those that are no `Rejection`: output refused).
+    pub fn record_dead_letter_kind(&mut self, district: Option<&str>, kind: &str, reason: &str) {
+        let district = district.unwrap_or(UNKNOWN).to_string();
+        tracing::debug!(district = %district, kind, reason, "record dead-lettered");
         *self
             .dead_letters
-            .entry((district, r.kind.as_str().to_string()))
+            .entry((district, kind.to_string()))
             .or_default() += 1;
     }
 
