@@ -19,17 +19,36 @@
 //! are counted and skipped. An element without the identity rollcall keys it by (school
 //! and student, or school) is a dead letter with its line number; the file goes on.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use quick_xml::events::Event;
 use rollcall_connector_kit::{edfi_natural_key, Entity};
+use rollcall_kafka::limits::{truncate_text, MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_RAW_PAYLOAD_BYTES};
 use serde_json::{json, Map, Value};
 
-/// Largest top-level element accepted (bytes of text and names); bigger ones are dead
-/// letters, so one runaway element cannot exhaust memory.
-pub const MAX_ELEMENT_BYTES: usize = 1 << 20;
+/// Largest top-level element accepted, in bytes of the file as written (tags, text and
+/// entity references before they are resolved, so `&amp;` counts 5): the raw payload cap
+/// (`rollcall_kafka::limits`), since a record the connector publishes must be one the
+/// normalizer reads. A bigger element is a dead letter; one text run or tag bigger than
+/// this is never held in memory whole.
+pub const MAX_ELEMENT_BYTES: usize = MAX_RAW_PAYLOAD_BYTES;
+
+/// Deepest nesting accepted inside a top-level element (the element itself is level 1;
+/// Ed-Fi's deepest, a section attendance event's school id, is 10). Deeper content is
+/// skipped with a counter, not a stack, and the element is a dead letter.
+pub const MAX_DEPTH: usize = 64;
+
+/// The top-level elements rollcall reads; every other one is skipped unread.
+const READ: [&str; 5] = [
+    "StudentSchoolAttendanceEvent",
+    "StudentSectionAttendanceEvent",
+    "StudentSchoolAssociation",
+    "CalendarDate",
+    "Session",
+];
 
 /// A parsed XML element: name (without namespace prefix), its own text, its children.
+/// Never deeper than [`MAX_DEPTH`], so walking it recursively is bounded.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Node {
     pub name: String,
@@ -85,11 +104,13 @@ pub enum Item {
     Record(Record),
     /// An element rollcall does not read (e.g. `Student`, `GradingPeriod`).
     Skipped { element: String },
-    /// An element rollcall reads but cannot key or place.
+    /// An element rollcall reads but cannot key, place or hold (too big, too deep).
     Invalid {
         line: u64,
         element: String,
         reason: String,
+        /// The element as XML (what was read of it), at most
+        /// `MAX_DEAD_LETTER_PAYLOAD_BYTES`.
         xml: String,
     },
 }
@@ -113,43 +134,235 @@ pub struct Record {
 #[error("{0}")]
 pub struct FileError(pub String);
 
-/// Counts the newlines the XML reader consumes, for exact line numbers in dead letters.
-struct LineCounting<R> {
-    inner: R,
-    lines: u64,
+/// What the XML reader is reading now, for the per-event size bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    Unknown,
+    Text,
+    Markup,
 }
 
-impl<R: BufRead> std::io::Read for LineCounting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.lines += memchr_count(&buf[..n]);
+/// The file under the XML reader: counts lines and bytes, and bounds every event. A
+/// text run longer than [`MAX_ELEMENT_BYTES`] is cut (the rest is skipped up to the next
+/// `<` or `&`, and `truncated` says so); a tag, comment or reference that long fails
+/// the read (`overflow`), since the reader cannot find its way back into the file.
+struct Source<R> {
+    inner: R,
+    lines: u64,
+    consumed: u64,
+    event_start: u64,
+    kind: EventKind,
+    truncated: bool,
+    overflow: bool,
+}
+
+impl<R: BufRead> Source<R> {
+    fn begin_event(&mut self) {
+        self.event_start = self.consumed;
+        self.kind = EventKind::Unknown;
+        self.truncated = false;
+    }
+
+    fn advance(&mut self, n: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let n = n.min(buf.len());
+            self.lines += newlines(&buf[..n]);
+            self.consumed += n as u64;
+            self.inner.consume(n);
+        }
+    }
+
+    /// Skips text up to the next `<` or `&` (or the end of the file).
+    fn skip_text(&mut self) -> std::io::Result<()> {
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            match buf.iter().position(|&c| c == b'<' || c == b'&') {
+                Some(i) => {
+                    if i > 0 {
+                        self.truncated = true;
+                    }
+                    self.advance(i);
+                    return Ok(());
+                }
+                None => {
+                    let n = buf.len();
+                    self.truncated = true;
+                    self.advance(n);
+                }
+            }
+        }
+    }
+
+    /// Skips raw XML until the `depth` elements open at this point are closed. Used
+    /// past [`MAX_DEPTH`]: a counter, not a stack, whatever the nesting. `false` when
+    /// the file ends first.
+    fn skip_elements(&mut self, mut depth: u64) -> std::io::Result<bool> {
+        #[derive(Clone, Copy)]
+        enum S {
+            Text,
+            Lt,
+            Tag { quote: u8, slash: bool },
+            End,
+            Bang,
+            BangDash,
+            Comment(u8),
+            CDataHead(u8),
+            CData(u8),
+            Pi(bool),
+            Decl,
+        }
+        let mut s = S::Text;
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let mut used = 0;
+            let mut closed = false;
+            for &c in buf {
+                used += 1;
+                s = match s {
+                    S::Text if c == b'<' => S::Lt,
+                    S::Text => S::Text,
+                    S::Lt => match c {
+                        b'/' => S::End,
+                        b'!' => S::Bang,
+                        b'?' => S::Pi(false),
+                        _ => S::Tag {
+                            quote: 0,
+                            slash: false,
+                        },
+                    },
+                    S::End if c == b'>' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            closed = true;
+                            break;
+                        }
+                        S::Text
+                    }
+                    S::End => S::End,
+                    S::Tag { quote, .. } if quote != 0 => S::Tag {
+                        quote: if c == quote { 0 } else { quote },
+                        slash: false,
+                    },
+                    S::Tag { slash, .. } => match c {
+                        b'"' | b'\'' => S::Tag {
+                            quote: c,
+                            slash: false,
+                        },
+                        b'>' => {
+                            if !slash {
+                                depth += 1;
+                            }
+                            S::Text
+                        }
+                        _ => S::Tag {
+                            quote: 0,
+                            slash: c == b'/',
+                        },
+                    },
+                    S::Bang => match c {
+                        b'-' => S::BangDash,
+                        b'[' => S::CDataHead(0),
+                        b'>' => S::Text,
+                        _ => S::Decl,
+                    },
+                    S::BangDash if c == b'-' => S::Comment(0),
+                    S::BangDash => S::Decl,
+                    S::Comment(n) => match c {
+                        b'-' => S::Comment((n + 1).min(2)),
+                        b'>' if n == 2 => S::Text,
+                        _ => S::Comment(0),
+                    },
+                    // `CDATA[` after `<![`
+                    S::CDataHead(n) if n >= 5 => S::CData(0),
+                    S::CDataHead(n) => S::CDataHead(n + 1),
+                    S::CData(n) => match c {
+                        b']' => S::CData((n + 1).min(2)),
+                        b'>' if n == 2 => S::Text,
+                        _ => S::CData(0),
+                    },
+                    S::Pi(q) if q && c == b'>' => S::Text,
+                    S::Pi(_) => S::Pi(c == b'?'),
+                    S::Decl if c == b'>' => S::Text,
+                    S::Decl => S::Decl,
+                };
+            }
+            self.advance(used);
+            if closed {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for Source<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for LineCounting<R> {
+impl<R: BufRead> BufRead for Source<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-    fn consume(&mut self, amt: usize) {
-        if let Ok(buf) = self.inner.fill_buf() {
-            let n = amt.min(buf.len());
-            self.lines += memchr_count(&buf[..n]);
+        if self.kind == EventKind::Unknown {
+            self.kind = match self.inner.fill_buf()?.first() {
+                None => return Ok(&[]),
+                Some(b'<' | b'&') => EventKind::Markup,
+                Some(_) => EventKind::Text,
+            };
         }
-        self.inner.consume(amt)
+        let used = (self.consumed - self.event_start) as usize;
+        if used >= MAX_ELEMENT_BYTES {
+            if self.kind == EventKind::Markup {
+                self.overflow = true;
+                return Err(std::io::Error::other(format!(
+                    "markup longer than {MAX_ELEMENT_BYTES} bytes"
+                )));
+            }
+            // Text: what was read of it is kept, the rest skipped.
+            self.skip_text()?;
+            return self.inner.fill_buf();
+        }
+        let room = MAX_ELEMENT_BYTES - used;
+        let buf = self.inner.fill_buf()?;
+        Ok(&buf[..buf.len().min(room)])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.advance(amt)
     }
 }
 
-fn memchr_count(b: &[u8]) -> u64 {
+fn newlines(b: &[u8]) -> u64 {
     b.iter().filter(|&&c| c == b'\n').count() as u64
 }
 
-/// Streams the top-level elements of one interchange file.
+/// One top-level element as read: a tree for the elements rollcall reads (`None` for
+/// the ones it skips), or the reason it cannot be held.
+struct Element {
+    line: u64,
+    name: String,
+    node: Option<Node>,
+    problem: Option<String>,
+}
+
+/// Streams the top-level elements of one interchange file, in bounded memory and
+/// without recursion on the file's nesting: an element is at most
+/// [`MAX_ELEMENT_BYTES`] of the file and [`MAX_DEPTH`] levels deep as a tree.
 pub struct InterchangeReader<R: BufRead> {
-    xml: quick_xml::Reader<LineCounting<R>>,
+    xml: Option<quick_xml::Reader<Source<R>>>,
     buf: Vec<u8>,
     /// The root element's name, once read.
     root: Option<String>,
+    root_qname: String,
     /// Top-level elements read so far (the checkpoint's `rows_done`).
     elements: u64,
     done: bool,
@@ -162,15 +375,37 @@ fn local(name: &str) -> String {
     }
 }
 
+/// Closes the open elements of a partly built tree into its top-level node.
+fn fold(mut stack: Vec<Node>) -> Node {
+    while stack.len() > 1 {
+        let n = stack.pop().expect("len > 1");
+        stack.last_mut().expect("len > 0").children.push(n);
+    }
+    stack.pop().unwrap_or_default()
+}
+
 impl<R: BufRead> InterchangeReader<R> {
     pub fn new(inner: R) -> Self {
         InterchangeReader {
-            xml: quick_xml::Reader::from_reader(LineCounting { inner, lines: 0 }),
+            xml: Some(quick_xml::Reader::from_reader(Source {
+                inner,
+                lines: 0,
+                consumed: 0,
+                event_start: 0,
+                kind: EventKind::Unknown,
+                truncated: false,
+                overflow: false,
+            })),
             buf: Vec::with_capacity(4096),
             root: None,
+            root_qname: String::new(),
             elements: 0,
             done: false,
         }
+    }
+
+    fn src(&self) -> &Source<R> {
+        self.xml.as_ref().expect("reader present").get_ref()
     }
 
     /// The root element (e.g. `InterchangeStudentAttendance`), once the first element
@@ -179,12 +414,17 @@ impl<R: BufRead> InterchangeReader<R> {
         self.root.as_deref()
     }
 
+    /// Lines of the file read so far.
+    pub fn lines_read(&self) -> u64 {
+        self.src().lines
+    }
+
     pub fn elements_read(&self) -> u64 {
         self.elements
     }
 
     fn line(&self) -> u64 {
-        self.xml.get_ref().lines + 1
+        self.src().lines + 1
     }
 
     fn err(&self, what: impl std::fmt::Display) -> FileError {
@@ -192,6 +432,15 @@ impl<R: BufRead> InterchangeReader<R> {
             "not a readable Ed-Fi interchange (line {}): {what}",
             self.line()
         ))
+    }
+
+    /// A new XML reader over the same file, after raw skipping: the old one's stack of
+    /// open names no longer matches the file (the root's end is checked here instead).
+    fn reopen(&mut self) {
+        let src = self.xml.take().expect("reader present").into_inner();
+        let mut xml = quick_xml::Reader::from_reader(src);
+        xml.config_mut().allow_unmatched_ends = true;
+        self.xml = Some(xml);
     }
 
     /// Skips `n` top-level elements (resuming after a checkpoint).
@@ -210,110 +459,175 @@ impl<R: BufRead> InterchangeReader<R> {
     /// The next top-level element as an [`Item`]; `None` at the end of the file.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Item>, FileError> {
-        Ok(self.next_element()?.map(|(line, node, too_big)| {
-            if too_big {
-                return Item::Invalid {
-                    line,
-                    element: node.name.clone(),
-                    reason: format!(
-                        "element {} is larger than {MAX_ELEMENT_BYTES} bytes",
-                        node.name
-                    ),
-                    xml: String::new(),
-                };
-            }
-            to_item(line, node)
+        Ok(self.next_element()?.map(|el| match (el.problem, el.node) {
+            (Some(reason), node) => Item::Invalid {
+                line: el.line,
+                element: el.name,
+                reason,
+                xml: truncate_text(
+                    &node.map(|n| n.to_xml()).unwrap_or_default(),
+                    MAX_DEAD_LETTER_PAYLOAD_BYTES,
+                ),
+            },
+            (None, Some(node)) => to_item(el.line, node),
+            (None, None) => Item::Skipped { element: el.name },
         }))
     }
 
-    /// Reads one whole top-level element into a tree.
-    fn next_element(&mut self) -> Result<Option<(u64, Node, bool)>, FileError> {
+    /// Reads one whole top-level element: into a tree when rollcall reads it, else
+    /// only past it.
+    fn next_element(&mut self) -> Result<Option<Element>, FileError> {
         if self.done {
             return Ok(None);
         }
+        // The open elements of the current top-level element, when it is built (not
+        // skipped) and not yet too big; `depth` counts every open level either way.
         let mut stack: Vec<Node> = Vec::new();
+        let mut depth = 0usize;
+        let mut build = false;
+        let mut name = String::new();
         let mut start_line = 0;
-        let mut size = 0usize;
-        let mut too_big = false;
+        let mut start_at = 0u64;
+        let mut problem: Option<String> = None;
         loop {
             self.buf.clear();
-            let ev = self.xml.read_event_into(&mut self.buf).map_err(|e| {
-                FileError(format!(
-                    "not well-formed XML near line {}: {e}",
-                    self.xml.get_ref().lines + 1
-                ))
-            })?;
+            let xml = self.xml.as_mut().expect("reader present");
+            xml.get_mut().begin_event();
+            let ev = match xml.read_event_into(&mut self.buf) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let src = xml.get_ref();
+                    let line = src.lines + 1;
+                    self.done = true;
+                    return Err(FileError(if src.overflow {
+                        format!("not a readable Ed-Fi interchange (line {line}): a tag, comment or entity reference longer than {MAX_ELEMENT_BYTES} bytes; the file cannot be read past it")
+                    } else {
+                        format!("not well-formed XML near line {line}: {e}")
+                    }));
+                }
+            };
             match ev {
                 Event::Start(e) => {
-                    let name = local(e.name().as_ref());
+                    let qname = e.name().as_ref().to_string();
+                    let tag = local(&qname);
                     if self.root.is_none() {
-                        if !name.starts_with("Interchange") {
+                        if !tag.starts_with("Interchange") {
                             return Err(self.err(format!(
-                                "the root element is <{name}>, not an Ed-Fi <Interchange...> element"
+                                "the root element is <{tag}>, not an Ed-Fi <Interchange...> element"
                             )));
                         }
-                        self.root = Some(name);
+                        self.root = Some(tag);
+                        self.root_qname = qname;
                         continue;
                     }
-                    if stack.is_empty() {
+                    depth += 1;
+                    if depth == 1 {
                         start_line = self.line();
+                        start_at = self.src().event_start;
+                        build = READ.contains(&tag.as_str());
+                        name = tag.clone();
                     }
-                    size += name.len();
-                    too_big |= size > MAX_ELEMENT_BYTES;
-                    stack.push(Node {
-                        name,
-                        ..Node::default()
-                    });
+                    if depth > MAX_DEPTH {
+                        // Past the cap: skip the rest of the element by counting.
+                        let xml = self.xml.as_mut().expect("reader present");
+                        let closed = xml.get_mut().skip_elements(depth as u64);
+                        match closed {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                self.done = true;
+                                return Err(self.err(
+                                    "the file ends inside an element (cut short while copying?)",
+                                ));
+                            }
+                            Err(e) => {
+                                self.done = true;
+                                return Err(self.err(format!("reading: {e}")));
+                            }
+                        }
+                        self.reopen();
+                        self.elements += 1;
+                        let problem = build.then(|| {
+                            format!("{name} at line {start_line} nests deeper than {MAX_DEPTH} elements; rollcall does not read it")
+                        });
+                        return Ok(Some(Element {
+                            line: start_line,
+                            node: build.then(|| fold(std::mem::take(&mut stack))),
+                            name,
+                            problem,
+                        }));
+                    }
+                    if build && problem.is_none() {
+                        stack.push(Node {
+                            name: tag,
+                            ..Node::default()
+                        });
+                    }
                 }
                 Event::Empty(e) => {
-                    let name = local(e.name().as_ref());
+                    let tag = local(e.name().as_ref());
                     if self.root.is_none() {
-                        return Err(self.err(format!("the root element <{name}/> is empty")));
+                        return Err(self.err(format!("the root element <{tag}/> is empty")));
                     }
-                    // Counted like any child (name plus a node's overhead), so a run of
-                    // empty elements cannot grow the tree without bound.
-                    size += name.len() + std::mem::size_of::<Node>();
-                    too_big |= size > MAX_ELEMENT_BYTES;
                     let node = Node {
-                        name,
+                        name: tag,
                         ..Node::default()
                     };
-                    match stack.last_mut() {
-                        Some(parent) => {
-                            if !too_big {
-                                parent.children.push(node)
-                            }
-                        }
-                        None => {
-                            self.elements += 1;
-                            return Ok(Some((self.line(), node, false)));
-                        }
+                    if depth == 0 {
+                        self.elements += 1;
+                        let read = READ.contains(&node.name.as_str());
+                        return Ok(Some(Element {
+                            line: self.line(),
+                            name: node.name.clone(),
+                            node: read.then_some(node),
+                            problem: None,
+                        }));
+                    }
+                    if build && problem.is_none() {
+                        stack.last_mut().expect("open").children.push(node);
                     }
                 }
-                Event::End(_) => {
-                    let Some(node) = stack.pop() else {
+                Event::End(e) => {
+                    if depth == 0 {
                         // The root's end.
+                        if e.name().as_ref() != self.root_qname.as_str() {
+                            let found = e.name().as_ref().to_string();
+                            self.done = true;
+                            return Err(FileError(format!(
+                                "not well-formed XML near line {}: expected </{}>, found </{found}>",
+                                self.line(),
+                                self.root_qname
+                            )));
+                        }
                         self.done = true;
                         return Ok(None);
-                    };
-                    match stack.last_mut() {
-                        Some(parent) => {
-                            if !too_big {
-                                parent.children.push(node)
-                            }
-                        }
-                        None => {
-                            self.elements += 1;
-                            return Ok(Some((start_line, node, too_big)));
-                        }
+                    }
+                    depth -= 1;
+                    if build && problem.is_none() && depth > 0 {
+                        let node = stack.pop().expect("open");
+                        stack.last_mut().expect("open").children.push(node);
+                    }
+                    if depth == 0 {
+                        self.elements += 1;
+                        return Ok(Some(Element {
+                            line: start_line,
+                            node: build.then(|| fold(std::mem::take(&mut stack))),
+                            name,
+                            problem,
+                        }));
                     }
                 }
-                Event::Text(t) => append_text(&mut stack, &t.into_inner(), &mut size, &mut too_big),
+                Event::Text(t) => {
+                    if build && problem.is_none() && depth > 0 {
+                        append_text(&mut stack, &t.into_inner());
+                    }
+                }
                 Event::CData(t) => {
-                    append_text(&mut stack, &t.into_inner(), &mut size, &mut too_big)
+                    if build && problem.is_none() && depth > 0 {
+                        append_text(&mut stack, &t.into_inner());
+                    }
                 }
                 Event::GeneralRef(r) => {
-                    if !stack.is_empty() {
+                    if depth > 0 {
                         let resolved = match r.resolve_char_ref() {
                             Ok(Some(c)) => c.to_string(),
                             _ => {
@@ -325,15 +639,18 @@ impl<R: BufRead> InterchangeReader<R> {
                                     "quot" => "\"".into(),
                                     "apos" => "'".into(),
                                     other => {
-                                        return Err(FileError(format!(
-                                            "not a readable Ed-Fi interchange (line {}): unknown entity &{other}; (Ed-Fi interchanges declare none)",
-                                            self.xml.get_ref().lines + 1
-                                        )))
+                                        let other = other.to_string();
+                                        self.done = true;
+                                        return Err(self.err(format!(
+                                            "unknown entity &{other}; (Ed-Fi interchanges declare none)"
+                                        )));
                                     }
                                 }
                             }
                         };
-                        append_text(&mut stack, &resolved, &mut size, &mut too_big);
+                        if build && problem.is_none() {
+                            append_text(&mut stack, &resolved);
+                        }
                     }
                 }
                 Event::Eof => {
@@ -347,18 +664,23 @@ impl<R: BufRead> InterchangeReader<R> {
                 }
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
             }
+            // The element's size so far, in bytes of the file.
+            if build && depth > 0 && problem.is_none() {
+                let src = self.src();
+                if src.truncated || src.consumed - start_at > MAX_ELEMENT_BYTES as u64 {
+                    problem = Some(format!(
+                        "{name} at line {start_line} is larger than {MAX_ELEMENT_BYTES} bytes (tags, text and entity references as written); rollcall does not read it"
+                    ));
+                }
+            }
         }
     }
 }
 
-/// Adds text to the innermost open element, counting it toward the element's size cap.
-fn append_text(stack: &mut [Node], text: &str, size: &mut usize, too_big: &mut bool) {
+/// Adds text to the innermost open element.
+fn append_text(stack: &mut [Node], text: &str) {
     if let Some(top) = stack.last_mut() {
-        *size += text.len();
-        *too_big |= *size > MAX_ELEMENT_BYTES;
-        if !*too_big {
-            top.text.push_str(text);
-        }
+        top.text.push_str(text);
     }
 }
 

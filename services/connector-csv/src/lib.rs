@@ -9,25 +9,29 @@
 //! elements are published as the Ed-Fi API resources the Ed-Fi connector would publish.
 //! Only file logic lives here; publishing and checkpoints are the connector kit's.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use rollcall_connector_kit::{
     async_trait, Batch, Checkpoint, ConnectorError, DeadLetter, DeadLetterHeaders, Entity, Factory,
     PayloadFormat, Progress, RawEnvelope, RawOperation, RawRecord, SisConnector,
 };
+use rollcall_kafka::limits::{MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_RAW_PAYLOAD_BYTES};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod inbox;
 pub mod interchange;
 pub mod presets;
 pub mod rows;
 
+pub use inbox::{declared_date, ignored_name, retry_rejected};
 pub use interchange::InterchangeReader;
 pub use presets::{preset, Column, Other, Preset, Transform, PRESETS};
 pub use rows::{Row, RowError, RowReader};
@@ -42,6 +46,10 @@ pub const FACTORY: Factory = Factory {
 /// How many checkpointed file digests to remember (older duplicates are still caught
 /// by their name being in `done/`).
 const DIGESTS_KEPT: usize = 100_000;
+
+/// How many digests of rejected files to remember (only to say "rejected before" in
+/// the log: a rejected file dropped again is always read again).
+const REJECTED_KEPT: usize = 1_000;
 
 /// `[connectors.<name>]` with `kind = "csv"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +88,12 @@ pub struct CsvConfig {
     /// Once caught up, ask the source again after this many seconds (fractions allowed).
     #[serde(default = "default_poll")]
     pub poll_interval_secs: f64,
+    /// A file is taken only once it has not changed (size and modification time) for
+    /// this many seconds — by its modification time, or as this connector saw it — so
+    /// a file still being copied in is not read half-written. 0 takes files at once
+    /// (for writers that rename complete files into the inbox).
+    #[serde(default = "default_settle")]
+    pub settle_secs: f64,
 }
 
 fn default_preset() -> String {
@@ -100,6 +114,9 @@ fn default_rows() -> usize {
 fn default_poll() -> f64 {
     10.0
 }
+fn default_settle() -> f64 {
+    5.0
+}
 
 fn build(name: &str, section: serde_json::Value) -> anyhow::Result<Box<dyn SisConnector>> {
     let cfg: CsvConfig = serde_json::from_value(section)
@@ -118,12 +135,69 @@ pub enum Encoding {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct FileState {
     files_done: u64,
-    /// SHA-256 of ingested files, most recent last.
+    /// Ingested files, most recent last: `<SHA-256>:<settings>` (the settings'
+    /// fingerprint, so a file dropped again after a change of preset, columns,
+    /// encoding... is read again); a bare SHA-256 in older checkpoints.
     digests: VecDeque<String>,
+    /// SHA-256 of rejected files, most recent last. Never a reason to skip a file:
+    /// a rejected file dropped again (renamed, after a fix, or by `rollcall inbox
+    /// retry`) is read again.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    rejected: VecDeque<String>,
     current: Option<Current>,
     /// Snapshot mode: per entity, the file name of the last complete snapshot.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     snapshots: BTreeMap<String, String>,
+    /// The file finished last: moved to `done/` or `rejected/` and reported once its
+    /// checkpoint is committed (again after a restart, if need be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<FileOutcome>,
+}
+
+/// How one file ended: the connector's per-file account. Every physical line of a
+/// file is in exactly one of: the header, a blank line, a published row, a
+/// dead-lettered row, a skipped (unread) XML element, or `rejected_lines`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOutcome {
+    pub file: String,
+    /// SHA-256 of the file's content.
+    pub digest: String,
+    /// `ingested`, `rejected` or `duplicate` (already ingested with these settings:
+    /// moved to `done/` unread).
+    pub outcome: String,
+    /// Rows (CSV) or top-level elements (XML) read: `published + dead_letters + skipped`.
+    pub rows: u64,
+    /// Rows published as raw records.
+    pub published: u64,
+    /// Rows published as dead letters (one each).
+    pub dead_letters: u64,
+    /// XML elements rollcall does not read (`Student`, `Course`, ...).
+    pub skipped: u64,
+    /// Physical lines of the file.
+    pub lines: u64,
+    /// Lines of a rejected file not read into any row (all of them when the file was
+    /// refused before its first row).
+    pub rejected_lines: u64,
+    /// Why the file was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The outcomes of the files a connector finished, in order, shared with whoever holds
+/// a clone (tests, the corpus check); each is also a log line and counters.
+#[derive(Debug, Clone, Default)]
+pub struct Outcomes(Arc<Mutex<Vec<FileOutcome>>>);
+
+impl Outcomes {
+    pub fn all(&self) -> Vec<FileOutcome> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn push(&self, o: FileOutcome) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(o);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +212,19 @@ struct Current {
     /// this one lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deletes: Option<Deletes>,
+    /// The file's account so far (see [`FileOutcome`]).
+    #[serde(default)]
+    published: u64,
+    #[serde(default)]
+    dead: u64,
+    #[serde(default)]
+    skipped: u64,
+    /// Physical lines read so far (header, blank lines and rows).
+    #[serde(default)]
+    lines_done: u64,
+    /// Physical lines of the file.
+    #[serde(default)]
+    lines: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,10 +256,31 @@ pub struct CsvConnector {
     deleting: Option<DeletePhase>,
     /// The open Ed-Fi XML interchange matching the checkpoint's `current`.
     open_xml: Option<(Current, InterchangeReader<BufReader<File>>)>,
+    /// Fingerprint of the settings that shape what a file publishes.
+    settings: String,
+    /// Files seen still changing: name → (size, modification time, first seen so).
+    seen: HashMap<String, (u64, SystemTime, Instant)>,
+    /// Rejected files that could not be moved out of the inbox (by digest): not read
+    /// again by this process.
+    unmovable: HashSet<String>,
+    outcomes: Outcomes,
+}
+
+/// A file waiting in the inbox.
+struct Waiting {
+    name: String,
+    size: u64,
+    mtime: SystemTime,
 }
 
 impl CsvConnector {
     pub fn new(name: &str, cfg: CsvConfig) -> anyhow::Result<Self> {
+        if !(cfg.settle_secs.is_finite() && cfg.settle_secs >= 0.0) {
+            anyhow::bail!(
+                "connectors.{name}.settle_secs must be zero or a positive number of seconds, not {}",
+                cfg.settle_secs
+            );
+        }
         if !(cfg.poll_interval_secs.is_finite() && cfg.poll_interval_secs > 0.0) {
             anyhow::bail!(
                 "connectors.{name}.poll_interval_secs must be a positive number of seconds, not {}",
@@ -248,6 +356,19 @@ impl CsvConnector {
                 )
             })?;
         }
+        let settings = {
+            let shape = serde_json::json!({
+                "district_id": cfg.district_id,
+                "preset": cfg.preset,
+                "columns": cfg.columns,
+                "encoding": cfg.encoding,
+                "delimiter": cfg.delimiter,
+                "file_prefixes": cfg.file_prefixes,
+                "snapshots": cfg.snapshots,
+                "school_year_start_month": cfg.school_year_start_month,
+            });
+            hex::encode(&Sha256::digest(shape.to_string().as_bytes())[..8])
+        };
         Ok(CsvConnector {
             id: format!("csv:{name}"),
             cfg,
@@ -257,7 +378,17 @@ impl CsvConnector {
             open: None,
             deleting: None,
             open_xml: None,
+            settings,
+            seen: HashMap::new(),
+            unmovable: HashSet::new(),
+            outcomes: Outcomes::default(),
         })
+    }
+
+    /// The outcomes of the files this connector finishes (a shared handle: clone it
+    /// before handing the connector to the kit).
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes.clone()
     }
 
     fn entity_of(&self, file: &str) -> Option<Entity> {
@@ -268,34 +399,106 @@ impl CsvConnector {
             .map(|(_, e)| *e)
     }
 
-    /// Files waiting in the inbox, oldest name first (exports are named by date).
-    fn waiting(&self) -> Result<Vec<String>, ConnectorError> {
+    /// Files waiting in the inbox, in drop order: by the day a file is about (the date
+    /// its name declares, else the day it was last modified), then modification time,
+    /// then name — never by name alone (`2024-10-01` sorts before `2024-9-30`).
+    fn waiting(&self) -> Result<Vec<Waiting>, ConnectorError> {
         let rd = std::fs::read_dir(&self.cfg.inbox).map_err(|e| {
             ConnectorError::transient(format!("reading inbox {}: {e}", self.cfg.inbox.display()))
         })?;
-        let mut names: Vec<String> = rd
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            // still being written, or hidden
-            .filter(|n| !n.starts_with('.') && !n.ends_with(".tmp") && !n.ends_with(".part"))
-            .collect();
-        names.sort();
-        Ok(names)
+        let mut files: Vec<(chrono::NaiveDate, Waiting)> = Vec::new();
+        for e in rd.filter_map(Result::ok) {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if ignored_name(&name) {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let day = declared_date(&name)
+                .unwrap_or_else(|| chrono::DateTime::<chrono::Utc>::from(mtime).date_naive());
+            files.push((
+                day,
+                Waiting {
+                    name,
+                    size: meta.len(),
+                    mtime,
+                },
+            ));
+        }
+        files.sort_by(|(da, a), (db, b)| (da, a.mtime, &a.name).cmp(&(db, b.mtime, &b.name)));
+        Ok(files.into_iter().map(|(_, w)| w).collect())
     }
 
-    fn move_to(&self, file: &str, sub: &str, reason: Option<&str>) {
+    /// How long until `w` counts as complete: unchanged for `settle_secs`, by its
+    /// modification time or as this connector has seen it. `None`: it is.
+    fn unsettled_for(&mut self, w: &Waiting) -> Option<Duration> {
+        let settle = Duration::from_secs_f64(self.cfg.settle_secs);
+        if settle.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        let entry = self
+            .seen
+            .entry(w.name.clone())
+            .or_insert((w.size, w.mtime, now));
+        if (entry.0, entry.1) != (w.size, w.mtime) {
+            *entry = (w.size, w.mtime, now);
+        }
+        let by_mtime = SystemTime::now()
+            .duration_since(w.mtime)
+            .unwrap_or(Duration::ZERO);
+        let by_sight = now.duration_since(entry.2);
+        let quiet = by_mtime.max(by_sight);
+        (quiet < settle).then(|| settle - quiet)
+    }
+
+    fn move_to(&self, file: &str, sub: &str, reason: Option<&str>) -> bool {
         let from = self.cfg.inbox.join(file);
         let to = self.cfg.inbox.join(sub).join(file);
-        if let Err(e) = std::fs::rename(&from, &to) {
-            tracing::warn!(file, error = %e, "could not move file to {sub}/");
+        let moved = match std::fs::rename(&from, &to) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(file, error = %e, "could not move file to {sub}/");
+                false
+            }
+        };
+        let reason_file = self.cfg.inbox.join(sub).join(format!("{file}.reason.txt"));
+        match reason {
+            Some(r) => {
+                let _ = std::fs::write(&reason_file, r);
+            }
+            // A stale reason from an earlier rejection of the same name would mislead.
+            None => {
+                let _ = std::fs::remove_file(&reason_file);
+            }
         }
-        if let Some(r) = reason {
-            let _ = std::fs::write(
-                self.cfg.inbox.join(sub).join(format!("{file}.reason.txt")),
-                r,
-            );
+        moved
+    }
+
+    /// The file finished last, once its checkpoint is committed: moved to `done/` or
+    /// `rejected/` (if it is still in the inbox with the same content), logged, counted
+    /// and reported. Idempotent: after a restart it runs again harmlessly.
+    fn settle_last(&mut self, last: &FileOutcome) {
+        let path = self.cfg.inbox.join(&last.file);
+        if digest_file(&path).ok().as_deref() != Some(last.digest.as_str()) {
+            return; // moved already (or replaced by another file of the same name)
         }
+        let rejected = last.outcome == "rejected";
+        let sub = if rejected { "rejected" } else { "done" };
+        if self.unmovable.contains(&last.digest) {
+            return; // reported already; the move failed
+        }
+        let moved = self.move_to(&last.file, sub, last.reason.as_deref());
+        if rejected && !moved {
+            self.unmovable.insert(last.digest.clone());
+        }
+        report(&self.id, last);
+        self.outcomes.push(last.clone());
     }
 
     fn open_file(
@@ -319,6 +522,32 @@ impl CsvConnector {
             entity,
         )
     }
+}
+
+/// SHA-256 of a file and its number of physical lines (ended by `\n`, `\r\n`, a lone
+/// `\r`, or the end of the file), streamed.
+pub fn digest_and_lines(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut prev) = (0u64, b'\n');
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        for &c in &buf[..n] {
+            if c == b'\n' && prev != b'\r' || c == b'\r' {
+                lines += 1;
+            }
+            prev = c;
+        }
+    }
+    if prev != b'\n' && prev != b'\r' {
+        lines += 1; // a last line without a line break
+    }
+    Ok((hex::encode(h.finalize()), lines))
 }
 
 /// SHA-256 of a file, streamed.
@@ -358,34 +587,75 @@ impl SisConnector for CsvConnector {
         };
         // Pick the next file when none is in progress.
         if state.current.is_none() {
+            if let Some(last) = state.last.clone() {
+                // Committed but maybe not moved yet (a restart in between).
+                self.settle_last(&last);
+            }
             let mut picked = None;
-            for name in self.waiting()? {
-                let path = self.cfg.inbox.join(&name);
-                let digest = digest_file(&path).map_err(|e| {
+            let mut wait = None;
+            for w in self.waiting()? {
+                if let Some(left) = self.unsettled_for(&w) {
+                    // Still being written: wait for it rather than skip ahead of it.
+                    tracing::debug!(file = %w.name, "file still changing; waiting for it to settle");
+                    wait = Some(left);
+                    break;
+                }
+                let path = self.cfg.inbox.join(&w.name);
+                let (digest, lines) = digest_and_lines(&path).map_err(|e| {
                     ConnectorError::transient(format!("reading {}: {e}", path.display()))
                 })?;
-                if state.digests.contains(&digest) {
-                    tracing::info!(file = %name, "already ingested (same content); moving to done/");
-                    metrics_duplicate(&self.id);
-                    self.move_to(
-                        &name,
-                        "done",
-                        Some("duplicate: this exact content was already ingested"),
-                    );
+                if self.unmovable.contains(&digest) {
                     continue;
                 }
-                picked = Some((name, digest));
+                let key = format!("{digest}:{}", self.settings);
+                if state.digests.iter().any(|d| *d == key || *d == digest) {
+                    tracing::info!(file = %w.name, "already ingested (same content, same settings); moving to done/");
+                    metrics_duplicate(&self.id);
+                    self.move_to(
+                        &w.name,
+                        "done",
+                        Some("duplicate: this exact content was already ingested with these settings"),
+                    );
+                    let o = FileOutcome {
+                        file: w.name.clone(),
+                        digest,
+                        outcome: "duplicate".into(),
+                        lines,
+                        ..FileOutcome::default()
+                    };
+                    report(&self.id, &o);
+                    self.outcomes.push(o);
+                    continue;
+                }
+                if state.rejected.contains(&digest) {
+                    tracing::info!(file = %w.name, "this content was rejected before; reading it again");
+                }
+                picked = Some((w.name, digest, lines));
                 break;
             }
-            let Some((file, digest)) = picked else {
+            let Some((file, digest, lines)) = picked else {
+                if let Some(left) = wait {
+                    // Not caught up: a file is arriving. Look again once it may be complete.
+                    let nap = left
+                        .min(self.poll_interval())
+                        .max(Duration::from_millis(20));
+                    tokio::time::sleep(nap).await;
+                    return Ok(batch(state, Vec::new(), Vec::new(), false, None));
+                }
                 return Ok(batch(state, Vec::new(), Vec::new(), true, None));
             };
+            self.seen.remove(&file);
             state.current = Some(Current {
                 file,
                 digest,
                 rows_done: 0,
                 seq: state.files_done + 1,
                 deletes: None,
+                published: 0,
+                dead: 0,
+                skipped: 0,
+                lines_done: 0,
+                lines,
             });
         }
         let cur = state.current.clone().expect("set above");
@@ -398,7 +668,7 @@ impl SisConnector for CsvConnector {
                 cur.file,
                 self.prefixes.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>()
             );
-            return Ok(self.reject(state, &cur, reason));
+            return Ok(self.reject(state, &cur, reason, Vec::new(), Vec::new()));
         };
         if cur.deletes.is_some() {
             return Ok(self.delete_batch(state, cur, entity));
@@ -409,7 +679,7 @@ impl SisConnector for CsvConnector {
             self.open = None;
             match self.open_file(&cur, entity) {
                 Ok(r) => self.open = Some((cur.clone(), entity, r)),
-                Err(reason) => return Ok(self.reject(state, &cur, reason)),
+                Err(reason) => return Ok(self.reject(state, &cur, reason, Vec::new(), Vec::new())),
             }
         }
         let (_, _, reader) = self.open.as_mut().expect("opened above");
@@ -417,6 +687,8 @@ impl SisConnector for CsvConnector {
         let mut dead = Vec::new();
         let mut rows = 0u64;
         let mut eof = false;
+        let mut next = cur.clone();
+        let mut failed = None;
         while records.len() + dead.len() < self.cfg.rows_per_batch {
             match reader.next_row() {
                 None => {
@@ -425,42 +697,65 @@ impl SisConnector for CsvConnector {
                 }
                 Some(Ok(row)) => {
                     rows += 1;
+                    let line = row.line;
                     let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
-                    records.push(to_record(
+                    let r = to_record(
                         &self.cfg.district_id,
                         self.preset.name,
                         &self.id,
                         entity,
                         row,
                         version,
+                    );
+                    if r.envelope.payload.len() > MAX_RAW_PAYLOAD_BYTES {
+                        // Fields of 4 KiB each can still escape past the cap in JSON.
+                        next.dead += 1;
+                        dead.push(row_dead_letter(
+                            &self.cfg.district_id,
+                            format!(
+                                "the row's fields are {} bytes as JSON (at most {MAX_RAW_PAYLOAD_BYTES})",
+                                r.envelope.payload.len()
+                            ),
+                            format!("{}:{line}", cur.file),
+                            r.envelope.payload,
+                        ));
+                    } else {
+                        next.published += 1;
+                        records.push(r);
+                    }
+                }
+                Some(Err(RowError::Row {
+                    line, reason, raw, ..
+                })) => {
+                    rows += 1;
+                    next.dead += 1;
+                    dead.push(row_dead_letter(
+                        &self.cfg.district_id,
+                        reason,
+                        format!("{}:{line}", cur.file),
+                        raw,
                     ));
                 }
-                Some(Err(RowError::Row { line, reason, raw })) => {
-                    rows += 1;
-                    dead.push(DeadLetter {
-                        key: None,
-                        payload: raw,
-                        headers: DeadLetterHeaders {
-                            stage: "connector-csv".into(),
-                            kind: "csv_row_invalid".into(),
-                            reason,
-                            district: Some(self.cfg.district_id.clone()),
-                            source_key: None,
-                            source_topic: None,
-                            source_partition: None,
-                            source_offset: None,
-                            source_file: Some(format!("{}:{line}", cur.file)),
-                        },
-                    });
-                }
                 Some(Err(RowError::File(reason))) => {
-                    self.open = None;
-                    return Ok(self.reject(state, &cur, reason));
+                    failed = Some(reason);
+                    break;
                 }
             }
         }
-        let mut next = cur.clone();
+        next.lines_done = reader.lines_consumed();
         next.rows_done += rows;
+        if let Some(reason) = failed {
+            self.open = None;
+            let reason = if next.rows_done > 0 {
+                format!(
+                    "{reason} — the {} rows before this point were published or dead-lettered; fix the file and drop it again (upserts are idempotent)",
+                    next.rows_done
+                )
+            } else {
+                reason
+            };
+            return Ok(self.reject(state, &next, reason, records, dead));
+        }
         let progress = Some(Progress {
             what: cur.file.clone(),
             done: next.rows_done,
@@ -482,7 +777,7 @@ impl SisConnector for CsvConnector {
                     });
                     state.current = Some(next);
                 }
-                None => self.finish(&mut state, &cur, Some(entity), next.rows_done),
+                None => self.finish(&mut state, &next, Some(entity)),
             }
         } else {
             state.current = Some(next.clone());
@@ -493,20 +788,13 @@ impl SisConnector for CsvConnector {
         Ok(batch(state, records, dead, false, progress))
     }
 
-    /// After the checkpoint that finished a file is committed, move it out of the inbox.
+    /// After the checkpoint that finished a file is committed, move it out of the inbox
+    /// and report it.
     async fn committed(&mut self, cp: &Checkpoint) -> Result<(), ConnectorError> {
         let state: FileState = serde_json::from_value(cp.0.clone())
             .map_err(|e| ConnectorError::fatal(e.to_string()))?;
-        if state.current.is_none() {
-            for name in self.waiting()? {
-                // Finished files: their digest is the newest in the checkpoint.
-                if let Some(last) = state.digests.back() {
-                    let path = self.cfg.inbox.join(&name);
-                    if digest_file(&path).ok().as_ref() == Some(last) {
-                        self.move_to(&name, "done", None);
-                    }
-                }
-            }
+        if let (None, Some(last)) = (&state.current, &state.last) {
+            self.settle_last(last);
         }
         Ok(())
     }
@@ -515,9 +803,11 @@ impl SisConnector for CsvConnector {
 impl CsvConnector {
     /// The file is done: remember its digest (and, in snapshot mode, that it is the
     /// entity's latest snapshot).
-    fn finish(&mut self, state: &mut FileState, cur: &Current, entity: Option<Entity>, rows: u64) {
+    fn finish(&mut self, state: &mut FileState, cur: &Current, entity: Option<Entity>) {
         state.files_done += 1;
-        state.digests.push_back(cur.digest.clone());
+        state
+            .digests
+            .push_back(format!("{}:{}", cur.digest, self.settings));
         while state.digests.len() > DIGESTS_KEPT {
             state.digests.pop_front();
         }
@@ -527,7 +817,7 @@ impl CsvConnector {
                 .insert(entity.as_str().to_string(), cur.file.clone());
         }
         state.current = None;
-        tracing::info!(file = %cur.file, rows, "file ingested");
+        state.last = Some(outcome(cur, "ingested", None));
     }
 
     /// Snapshot mode, after a file's rows: the previous snapshot's rows that this file
@@ -551,7 +841,7 @@ impl CsvConnector {
                         ),
                         &cur.file,
                     );
-                    self.finish(&mut state, &cur, Some(entity), cur.rows_done);
+                    self.finish(&mut state, &cur, Some(entity));
                     return batch(state, Vec::new(), vec![dl], false, None);
                 }
             }
@@ -616,7 +906,7 @@ impl CsvConnector {
         if eof {
             self.deleting = None;
             tracing::info!(file = %cur.file, previous = %d.previous, "snapshot compared");
-            self.finish(&mut state, &cur, Some(entity), cur.rows_done);
+            self.finish(&mut state, &cur, Some(entity));
         } else {
             let mut next = cur.clone();
             next.deletes = Some(Deletes {
@@ -690,15 +980,30 @@ impl CsvConnector {
         }
     }
 
-    /// Refuse a whole file: it moves to `rejected/` with the reason beside it, and the
-    /// checkpoint records it as done so it is not tried again.
-    fn reject(&mut self, mut state: FileState, cur: &Current, reason: String) -> Batch {
-        tracing::warn!(file = %cur.file, %reason, "file rejected");
-        metrics_rejected(&self.id);
-        self.move_to(&cur.file, "rejected", Some(&reason));
+    /// Refuse a whole file: once the checkpoint is committed it moves to `rejected/`
+    /// with the reason beside it. What was read of it in this batch (`records`, `dead`)
+    /// is published with it. Its digest is remembered as rejected, not ingested: the
+    /// same content dropped again is read again.
+    fn reject(
+        &mut self,
+        mut state: FileState,
+        cur: &Current,
+        reason: String,
+        records: Vec<RawRecord>,
+        mut dead: Vec<DeadLetter>,
+    ) -> Batch {
+        let reason = format!(
+            "{reason}\nTo read it again, fix it (or the connector's settings) and drop it into the inbox again under any name, or run `rollcall inbox retry {}`.",
+            self.cfg.inbox.join("rejected").join(&cur.file).display()
+        );
         state.files_done += 1;
-        state.digests.push_back(cur.digest.clone());
+        state.rejected.retain(|d| d != &cur.digest);
+        state.rejected.push_back(cur.digest.clone());
+        while state.rejected.len() > REJECTED_KEPT {
+            state.rejected.pop_front();
+        }
         state.current = None;
+        state.last = Some(outcome(cur, "rejected", Some(reason.clone())));
         let dl = DeadLetter {
             key: None,
             payload: Vec::new(),
@@ -714,7 +1019,8 @@ impl CsvConnector {
                 source_file: Some(format!("rejected/{}", cur.file)),
             },
         };
-        batch(state, Vec::new(), vec![dl], false, None)
+        dead.push(dl);
+        batch(state, records, dead, false, None)
     }
 }
 
@@ -737,13 +1043,14 @@ impl CsvConnector {
                 });
             match opened {
                 Ok(r) => self.open_xml = Some((cur.clone(), r)),
-                Err(reason) => return self.reject(state, &cur, reason),
+                Err(reason) => return self.reject(state, &cur, reason, Vec::new(), Vec::new()),
             }
         }
         let mut records = Vec::new();
         let mut dead = Vec::new();
         let mut elements = 0u64;
         let mut eof = false;
+        let mut next = cur.clone();
         while (elements as usize) < self.cfg.rows_per_batch {
             let (_, reader) = self.open_xml.as_mut().expect("opened above");
             let item = match reader.next() {
@@ -754,26 +1061,46 @@ impl CsvConnector {
                 }
                 Err(e) => {
                     self.open_xml = None;
-                    let published = cur.rows_done + elements;
-                    let reason = if published == 0 {
+                    next.rows_done += elements;
+                    let read = next.rows_done;
+                    let reason = if read == 0 {
                         e.0
                     } else {
                         format!(
-                            "{} — the {published} elements before this point were already published; fix the file and drop it again (upserts are idempotent)",
+                            "{} — the {read} elements before this point were published, dead-lettered or skipped; fix the file and drop it again (upserts are idempotent)",
                             e.0
                         )
                     };
-                    return self.reject(state, &cur, reason);
+                    return self.reject(state, &next, reason, records, dead);
                 }
             };
+            next.lines_done = reader.lines_read();
             elements += 1;
             let ordinal = cur.rows_done + elements;
             match item {
                 interchange::Item::Record(r) => {
+                    let line = r.line;
                     let version = ((cur.seq as i64) << 32) | (ordinal as i64 & 0xffff_ffff);
-                    records.push(xml_record(&self.cfg.district_id, &self.id, r, version));
+                    let rec = xml_record(&self.cfg.district_id, &self.id, r, version);
+                    if rec.envelope.payload.len() > MAX_RAW_PAYLOAD_BYTES {
+                        next.dead += 1;
+                        let mut dl = self.file_dead_letter(
+                            "xml_element_invalid",
+                            format!(
+                                "the element's Ed-Fi JSON is {} bytes (at most {MAX_RAW_PAYLOAD_BYTES})",
+                                rec.envelope.payload.len()
+                            ),
+                            &format!("{}:{line}", cur.file),
+                        );
+                        dl.payload = cut(rec.envelope.payload);
+                        dead.push(dl);
+                    } else {
+                        next.published += 1;
+                        records.push(rec);
+                    }
                 }
                 interchange::Item::Skipped { element } => {
+                    next.skipped += 1;
                     metrics::counter!(
                         "rollcall_connector_xml_elements_skipped_total",
                         "connector" => self.id.clone(),
@@ -788,17 +1115,17 @@ impl CsvConnector {
                     xml,
                 } => {
                     tracing::debug!(file = %cur.file, line, %element, "interchange element dead-lettered");
+                    next.dead += 1;
                     let mut dl = self.file_dead_letter(
                         "xml_element_invalid",
                         reason,
                         &format!("{}:{line}", cur.file),
                     );
-                    dl.payload = xml.into_bytes();
+                    dl.payload = cut(xml.into_bytes());
                     dead.push(dl);
                 }
             }
         }
-        let mut next = cur.clone();
         next.rows_done += elements;
         let progress = Some(Progress {
             what: cur.file.clone(),
@@ -812,7 +1139,8 @@ impl CsvConnector {
                 .and_then(|(_, r)| r.root().map(str::to_string))
                 .unwrap_or_default();
             tracing::info!(file = %cur.file, interchange = %root, "interchange read");
-            self.finish(&mut state, &cur, None, next.rows_done);
+            next.lines_done = next.lines;
+            self.finish(&mut state, &next, None);
         } else {
             state.current = Some(next.clone());
             if let Some((c, _)) = self.open_xml.as_mut() {
@@ -852,6 +1180,83 @@ fn xml_record(district: &str, source: &str, r: interchange::Record, version: i64
             payload_format: PayloadFormat::EdfiJson,
             payload: serde_json::to_vec(&r.payload).expect("JSON values serialize"),
         },
+    }
+}
+
+/// A dead letter's payload, cut to what a dead letter carries.
+fn cut(mut payload: Vec<u8>) -> Vec<u8> {
+    payload.truncate(MAX_DEAD_LETTER_PAYLOAD_BYTES);
+    payload
+}
+
+/// The dead letter of one bad CSV row: the row as in the file (cut to the dead-letter
+/// cap), the reason, `file:line`.
+fn row_dead_letter(district: &str, reason: String, at: String, raw: Vec<u8>) -> DeadLetter {
+    DeadLetter {
+        key: None,
+        payload: cut(raw),
+        headers: DeadLetterHeaders {
+            stage: "connector-csv".into(),
+            kind: "csv_row_invalid".into(),
+            reason,
+            district: Some(district.to_string()),
+            source_key: None,
+            source_topic: None,
+            source_partition: None,
+            source_offset: None,
+            source_file: Some(at),
+        },
+    }
+}
+
+/// The account of a finished file.
+fn outcome(cur: &Current, outcome: &str, reason: Option<String>) -> FileOutcome {
+    let rejected = outcome == "rejected";
+    FileOutcome {
+        file: cur.file.clone(),
+        digest: cur.digest.clone(),
+        outcome: outcome.into(),
+        rows: cur.published + cur.dead + cur.skipped,
+        published: cur.published,
+        dead_letters: cur.dead,
+        skipped: cur.skipped,
+        lines: cur.lines,
+        rejected_lines: if rejected {
+            cur.lines.saturating_sub(cur.lines_done)
+        } else {
+            0
+        },
+        reason,
+    }
+}
+
+/// One log line and the counters of a finished file (after its commit).
+fn report(id: &str, o: &FileOutcome) {
+    let c = |what: &'static str, n: u64| {
+        if n > 0 {
+            metrics::counter!("rollcall_connector_file_rows_total", "connector" => id.to_string(), "outcome" => what)
+                .increment(n);
+        }
+    };
+    c("published", o.published);
+    c("dead_letter", o.dead_letters);
+    c("skipped", o.skipped);
+    if o.rejected_lines > 0 {
+        metrics::counter!("rollcall_connector_rejected_lines_total", "connector" => id.to_string())
+            .increment(o.rejected_lines);
+    }
+    metrics::counter!("rollcall_connector_files_total", "connector" => id.to_string(), "outcome" => o.outcome.clone())
+        .increment(1);
+    if o.outcome == "rejected" {
+        metrics_rejected(id);
+        tracing::warn!(connector = id, file = %o.file, outcome = %o.outcome, rows = o.rows,
+            published = o.published, dead_letters = o.dead_letters, skipped = o.skipped,
+            lines = o.lines, rejected_lines = o.rejected_lines,
+            reason = o.reason.as_deref().unwrap_or(""), "file done");
+    } else {
+        tracing::info!(connector = id, file = %o.file, outcome = %o.outcome, rows = o.rows,
+            published = o.published, dead_letters = o.dead_letters, skipped = o.skipped,
+            lines = o.lines, rejected_lines = o.rejected_lines, "file done");
     }
 }
 

@@ -1,11 +1,15 @@
-//! Streaming rows out of one export: bytes → (UTF-8 or Windows-1252) fields → the
-//! canonical flat fields of the raw envelope, one row at a time, with its line number.
+//! Streaming rows out of one export: bytes → physical lines → records (quoted fields
+//! may hold line breaks) → (UTF-8 or Windows-1252) fields → the canonical flat fields of
+//! the raw envelope, one row at a time, with its line number. Nothing here holds more
+//! than one row of at most [`MAX_ROW_BYTES`] (a line longer than that is read past, not
+//! buffered), and every physical line ends in exactly one row, bad or good, or is blank.
 
-use std::collections::BTreeMap;
-use std::io::Read;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::BufRead;
 
 use chrono::NaiveDate;
 use rollcall_connector_kit::Entity;
+use rollcall_kafka::limits::MAX_RAW_PAYLOAD_BYTES;
 
 use crate::presets::{required, ColumnMap, Other, Transform, DATE_FIELDS};
 use crate::Encoding;
@@ -33,19 +37,30 @@ pub const FIELDS: [&str; 19] = [
     "operation",
 ];
 
-/// Longest field accepted, in bytes (a runaway quote can swallow a whole file).
-const MAX_FIELD_BYTES: usize = 4096;
+/// Longest mapped field accepted, in bytes; also the longest a quoted field spanning
+/// lines may grow before it is taken for a runaway quote.
+pub const MAX_FIELD_BYTES: usize = 4096;
 
-/// One data row: its physical line and its canonical flat fields (empty ones left out).
+/// Longest row accepted, all its lines together, in bytes of the file: the raw payload
+/// cap (`rollcall_kafka::limits`), so a row the connector accepts is one the normalizer
+/// reads. A longer line is read past (only its first bytes are kept, for the dead
+/// letter), never held whole.
+pub const MAX_ROW_BYTES: usize = MAX_RAW_PAYLOAD_BYTES;
+
+/// One data row: its physical line, how many lines it spans, and its canonical flat
+/// fields (empty ones left out).
 pub struct Row {
     pub line: u64,
+    pub lines: u64,
     pub fields: BTreeMap<String, String>,
 }
 
 pub enum RowError {
-    /// This row is unusable; the rest of the file still flows.
+    /// This row is unusable; the rest of the file still flows. `raw` is the row as in
+    /// the file (its first [`MAX_ROW_BYTES`] at most).
     Row {
         line: u64,
+        lines: u64,
         reason: String,
         raw: Vec<u8>,
     },
@@ -70,25 +85,307 @@ struct Bound {
     transform: Option<Transform>,
 }
 
-/// Reads one export's rows as canonical flat fields.
-pub struct RowReader<R: Read> {
-    csv: csv::Reader<R>,
-    index: Vec<Bound>,
-    width: usize,
-    encoding: crate::Encoding,
-    date_formats: &'static [&'static str],
-    entity: Entity,
-    record: csv::ByteRecord,
-    delimiter: u8,
-    /// Physical line of the next record (the csv crate miscounts CRLF files, so we
-    /// count: one line per record plus the line breaks quoted inside its fields).
-    next_line: u64,
+/// One physical line: up to [`MAX_ROW_BYTES`] of its bytes, its true length, and the
+/// line break that ended it (`\n`, `\r\n`, a lone `\r`, or none at the end of the file).
+struct Line {
+    no: u64,
+    bytes: Vec<u8>,
+    len: u64,
+    term: &'static [u8],
 }
 
-fn line_breaks(r: &csv::ByteRecord) -> u64 {
-    r.iter()
-        .map(|f| f.iter().filter(|b| **b == b'\n').count() as u64)
-        .sum()
+/// Physical lines, bounded; lines handed back (after a runaway quote) come first.
+struct Lines<R> {
+    inner: R,
+    next_no: u64,
+    pending: VecDeque<Line>,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+        if let Some(l) = self.pending.pop_front() {
+            return Ok(Some(l));
+        }
+        let mut bytes = Vec::new();
+        let mut len = 0u64;
+        let term: &'static [u8];
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                if len == 0 {
+                    return Ok(None);
+                }
+                term = b"";
+                break;
+            }
+            let end = buf.iter().position(|&c| c == b'\n' || c == b'\r');
+            let take = end.unwrap_or(buf.len());
+            let room = MAX_ROW_BYTES.saturating_sub(bytes.len()).min(take);
+            bytes.extend_from_slice(&buf[..room]);
+            len += take as u64;
+            match end {
+                Some(i) => {
+                    let cr = buf[i] == b'\r';
+                    self.inner.consume(i + 1);
+                    term = if cr {
+                        if self.inner.fill_buf()?.first() == Some(&b'\n') {
+                            self.inner.consume(1);
+                            b"\r\n"
+                        } else {
+                            b"\r"
+                        }
+                    } else {
+                        b"\n"
+                    };
+                    break;
+                }
+                None => self.inner.consume(take),
+            }
+        }
+        let no = self.next_no;
+        self.next_no += 1;
+        Ok(Some(Line {
+            no,
+            bytes,
+            len,
+            term,
+        }))
+    }
+}
+
+/// The CSV quoting states (as the `csv` crate reads: a quote opens a field only at its
+/// start, `""` inside quotes is one quote, text after a closing quote is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Q {
+    Start,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+/// The fields of a record being read.
+#[derive(Default)]
+struct Fields {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// Bytes of the field in progress.
+    len: usize,
+    /// The field in progress holds a line break.
+    spanning: bool,
+    /// A field holding a line break grew past [`MAX_FIELD_BYTES`].
+    runaway: bool,
+}
+
+impl Fields {
+    fn push(&mut self, c: u8) {
+        self.data.push(c);
+        self.len += 1;
+    }
+
+    fn end_field(&mut self) {
+        self.ends.push(self.data.len());
+        self.check();
+        self.len = 0;
+        self.spanning = false;
+    }
+
+    fn check(&mut self) {
+        if self.spanning && self.len > MAX_FIELD_BYTES {
+            self.runaway = true;
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+
+    fn count(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn scan(&mut self, st: &mut Q, delimiter: u8, bytes: &[u8]) {
+        for &c in bytes {
+            *st = match *st {
+                Q::Start if c == b'"' => Q::Quoted,
+                Q::Start | Q::Unquoted if c == delimiter => {
+                    self.end_field();
+                    Q::Start
+                }
+                Q::Start | Q::Unquoted => {
+                    self.push(c);
+                    Q::Unquoted
+                }
+                Q::Quoted if c == b'"' => Q::QuoteInQuoted,
+                Q::Quoted => {
+                    self.push(c);
+                    Q::Quoted
+                }
+                Q::QuoteInQuoted if c == b'"' => {
+                    self.push(c);
+                    Q::Quoted
+                }
+                Q::QuoteInQuoted if c == delimiter => {
+                    self.end_field();
+                    Q::Start
+                }
+                Q::QuoteInQuoted => {
+                    self.push(c);
+                    Q::Unquoted
+                }
+            };
+        }
+        self.check();
+    }
+}
+
+/// One record out of the lines: its fields, or why it is a bad row.
+enum Rec {
+    Fields {
+        line: u64,
+        lines: u64,
+        fields: Fields,
+        raw: Vec<u8>,
+    },
+    Bad {
+        line: u64,
+        reason: String,
+        raw: Vec<u8>,
+    },
+}
+
+/// Splits lines into records. A record is one line, or several when a quoted field
+/// holds line breaks. A record spanning lines that cannot be a row — the file ends
+/// inside its quote, the quoted field grows past [`MAX_FIELD_BYTES`], the record past
+/// [`MAX_ROW_BYTES`], or it has the wrong number of fields — is a **runaway quote**: its
+/// first line alone is a bad row, and the lines after it are read again as rows.
+struct Records<R> {
+    lines: Lines<R>,
+    delimiter: u8,
+    /// Blank lines passed since the last `take_blank`.
+    blank: u64,
+    /// The first line still to be read is the file's first (its BOM is dropped).
+    at_start: bool,
+}
+
+impl<R: BufRead> Records<R> {
+    fn next_record(&mut self, width: Option<usize>) -> std::io::Result<Option<Rec>> {
+        let mut first = loop {
+            match self.lines.next_line()? {
+                None => return Ok(None),
+                Some(mut l) => {
+                    if std::mem::take(&mut self.at_start) && l.bytes.starts_with(b"\xEF\xBB\xBF") {
+                        l.bytes.drain(..3);
+                        l.len -= 3;
+                    }
+                    if l.len == 0 {
+                        self.blank += 1;
+                        continue;
+                    }
+                    break l;
+                }
+            }
+        };
+        if first.len > MAX_ROW_BYTES as u64 {
+            return Ok(Some(Rec::Bad {
+                line: first.no,
+                reason: format!(
+                    "the row is {} bytes long (at most {MAX_ROW_BYTES}); it was read past, not kept",
+                    first.len
+                ),
+                raw: std::mem::take(&mut first.bytes),
+            }));
+        }
+        let mut st = Q::Start;
+        let mut fields = Fields::default();
+        fields.scan(&mut st, self.delimiter, &first.bytes);
+        if st != Q::Quoted {
+            fields.end_field();
+            return Ok(Some(Rec::Fields {
+                line: first.no,
+                lines: 1,
+                fields,
+                raw: first.bytes,
+            }));
+        }
+        // A quoted field goes on past the line break.
+        let mut total = first.len as usize;
+        let mut held = vec![first];
+        loop {
+            let Some(next) = self.lines.next_line()? else {
+                return Ok(Some(self.runaway(held, "the file ends inside it".into())));
+            };
+            let term = held.last().expect("held").term;
+            for &c in term {
+                fields.push(c);
+            }
+            fields.spanning = true;
+            total += term.len() + next.len as usize;
+            if total > MAX_ROW_BYTES {
+                held.push(next);
+                return Ok(Some(self.runaway(
+                    held,
+                    format!("the row would grow past {MAX_ROW_BYTES} bytes"),
+                )));
+            }
+            fields.scan(&mut st, self.delimiter, &next.bytes);
+            held.push(next);
+            if fields.runaway {
+                return Ok(Some(self.runaway(
+                    held,
+                    format!("the quoted field grows past {MAX_FIELD_BYTES} bytes"),
+                )));
+            }
+            if st == Q::Quoted {
+                continue;
+            }
+            fields.end_field();
+            if fields.runaway {
+                return Ok(Some(self.runaway(
+                    held,
+                    format!("the quoted field grows past {MAX_FIELD_BYTES} bytes"),
+                )));
+            }
+            if let Some(w) = width.filter(|w| *w != fields.count()) {
+                let why = format!(
+                    "the {} lines it would join have {} fields; the header has {w}",
+                    held.len(),
+                    fields.count()
+                );
+                return Ok(Some(self.runaway(held, why)));
+            }
+            let mut raw = Vec::with_capacity(total);
+            let lines = held.len() as u64;
+            let line = held[0].no;
+            for (i, l) in held.iter().enumerate() {
+                raw.extend_from_slice(&l.bytes);
+                if i + 1 < held.len() {
+                    raw.extend_from_slice(l.term);
+                }
+            }
+            return Ok(Some(Rec::Fields {
+                line,
+                lines,
+                fields,
+                raw,
+            }));
+        }
+    }
+
+    fn runaway(&mut self, mut held: Vec<Line>, why: String) -> Rec {
+        let first = held.remove(0);
+        for l in held.into_iter().rev() {
+            self.lines.pending.push_front(l);
+        }
+        Rec::Bad {
+            line: first.no,
+            reason: format!(
+                "runaway quote: a quoted field opened on this line is not closed on it, and {why}; this line is a bad row of its own and the next line is read as a new row"
+            ),
+            raw: first.bytes,
+        }
+    }
 }
 
 fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ()> {
@@ -104,7 +401,17 @@ fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ()> {
     }
 }
 
-impl<R: Read> RowReader<R> {
+/// Reads one export's rows as canonical flat fields.
+pub struct RowReader<R: BufRead> {
+    records: Records<R>,
+    index: Vec<Bound>,
+    width: usize,
+    encoding: crate::Encoding,
+    date_formats: &'static [&'static str],
+    entity: Entity,
+}
+
+impl<R: BufRead> RowReader<R> {
     pub fn new(
         input: R,
         delimiter: u8,
@@ -113,118 +420,126 @@ impl<R: Read> RowReader<R> {
         date_formats: &'static [&'static str],
         entity: Entity,
     ) -> Result<Self, String> {
-        let mut csv = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(input);
-        let headers = csv
-            .byte_headers()
-            .map_err(|e| format!("cannot read the header line: {e}"))?
-            .clone();
-        let mut names = Vec::with_capacity(headers.len());
-        for (i, h) in headers.iter().enumerate() {
-            // A UTF-8 byte-order mark sits at the start of the first header.
-            let h = if i == 0 {
-                h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
-            } else {
-                h
-            };
+        let mut records = Records {
+            lines: Lines {
+                inner: input,
+                next_no: 1,
+                pending: VecDeque::new(),
+            },
+            delimiter,
+            blank: 0,
+            at_start: true,
+        };
+        let header = match records.next_record(None) {
+            Err(e) => return Err(format!("cannot read the header line: {e}")),
+            Ok(None) => return Err("the file is empty: it has no header line".into()),
+            Ok(Some(Rec::Bad { line, reason, .. })) => {
+                return Err(format!(
+                    "cannot read the header line (line {line}): {reason}"
+                ))
+            }
+            Ok(Some(Rec::Fields { fields, .. })) => fields,
+        };
+        let mut names = Vec::with_capacity(header.count());
+        for i in 0..header.count() {
+            let h = header.get(i).unwrap_or_default();
             let name = decode(h, encoding).map_err(|_| {
                 "the header line is not UTF-8 (set encoding = \"windows-1252\")".to_string()
             })?;
             names.push(name.trim().to_string());
         }
-        let next_line = 2 + line_breaks(&headers);
         let index = bind(&columns, &names, entity)?;
+        records.blank = 0;
         Ok(RowReader {
-            csv,
+            records,
             index,
             width: names.len(),
             encoding,
             date_formats,
             entity,
-            record: csv::ByteRecord::new(),
-            delimiter,
-            next_line,
         })
     }
 
-    /// Skip `n` data rows (resuming a file part-way).
+    /// Blank lines passed since the last call (they are no rows; counted for the
+    /// file's line total).
+    pub fn take_blank_lines(&mut self) -> u64 {
+        std::mem::take(&mut self.records.blank)
+    }
+
+    /// Physical lines read into rows so far (the header, blank lines and rows).
+    pub fn lines_consumed(&self) -> u64 {
+        let l = &self.records.lines;
+        (l.next_no - 1).saturating_sub(l.pending.len() as u64)
+    }
+
+    /// Skip `n` data rows (resuming a file part-way): exactly the rows `next_row` gave.
     pub fn skip_rows(&mut self, n: u64) -> Result<(), RowError> {
         for _ in 0..n {
-            match self.csv.read_byte_record(&mut self.record) {
-                Ok(true) => self.next_line += 1 + line_breaks(&self.record),
-                Ok(false) => return Err(RowError::File(
+            match self.records.next_record(Some(self.width)) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(RowError::File(
                     "the file is shorter than the checkpoint says; was it changed in the inbox?"
                         .into(),
                 )),
                 Err(e) => return Err(RowError::File(format!("reading: {e}"))),
             }
         }
+        self.records.blank = 0;
         Ok(())
-    }
-
-    fn raw(&self) -> Vec<u8> {
-        let mut w = csv::WriterBuilder::new()
-            .delimiter(self.delimiter)
-            .from_writer(Vec::new());
-        let _ = w.write_byte_record(&self.record);
-        w.into_inner().unwrap_or_default()
     }
 
     /// The next data row, `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Result<Row, RowError>> {
-        let line = self.next_line;
-        match self.csv.read_byte_record(&mut self.record) {
-            Ok(false) => return None,
-            Ok(true) => self.next_line += 1 + line_breaks(&self.record),
+        let (line, lines, record, raw) = match self.records.next_record(Some(self.width)) {
+            Ok(None) => return None,
             Err(e) => {
-                self.next_line += 1;
-                return Some(match e.kind() {
-                    csv::ErrorKind::Io(_) => {
-                        Err(RowError::File(format!("reading at line {line}: {e}")))
-                    }
-                    _ => Err(RowError::Row {
-                        line,
-                        reason: format!("malformed CSV: {e}"),
-                        raw: Vec::new(),
-                    }),
-                });
+                return Some(Err(RowError::File(format!(
+                    "reading after line {}: {e}",
+                    self.records.lines.next_no - 1
+                ))))
             }
-        }
-        let bad = |this: &Self, reason: String| {
+            Ok(Some(Rec::Bad { line, reason, raw })) => {
+                return Some(Err(RowError::Row {
+                    line,
+                    lines: 1,
+                    reason,
+                    raw,
+                }))
+            }
+            Ok(Some(Rec::Fields {
+                line,
+                lines,
+                fields,
+                raw,
+            })) => (line, lines, fields, raw),
+        };
+        let bad = |reason: String| {
             Some(Err(RowError::Row {
                 line,
+                lines,
                 reason,
-                raw: this.raw(),
+                raw: raw.clone(),
             }))
         };
-        if self.record.len() != self.width {
-            return bad(
-                self,
-                format!(
-                    "has {} fields; the header has {}",
-                    self.record.len(),
-                    self.width
-                ),
-            );
+        if record.count() != self.width {
+            return bad(format!(
+                "has {} fields; the header has {}",
+                record.count(),
+                self.width
+            ));
         }
         let mut fields = BTreeMap::new();
         for b in &self.index {
             let header = &b.header;
-            let bytes = self.record.get(b.column).unwrap_or_default();
+            let bytes = record.get(b.column).unwrap_or_default();
             if bytes.len() > MAX_FIELD_BYTES {
-                return bad(
-                    self,
-                    format!(
-                        "column `{header}` is {} bytes (at most {MAX_FIELD_BYTES})",
-                        bytes.len()
-                    ),
-                );
+                return bad(format!(
+                    "column `{header}` is {} bytes (at most {MAX_FIELD_BYTES})",
+                    bytes.len()
+                ));
             }
             let Ok(text) = decode(bytes, self.encoding) else {
-                return bad(self, format!("column `{header}` is not valid UTF-8 (set encoding = \"windows-1252\" or \"auto\")"));
+                return bad(format!("column `{header}` is not valid UTF-8 (set encoding = \"windows-1252\" or \"auto\")"));
             };
             let mut text = text.trim().to_string();
             if let Some(Transform::Lookup { table, other }) = b.transform {
@@ -235,10 +550,9 @@ impl<R: Read> RowReader<R> {
                         Other::Value(v) => v.to_string(),
                         Other::Reject => {
                             let known: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
-                            return bad(
-                                self,
-                                format!("column `{header}`: `{text}` is not one of {known:?}"),
-                            );
+                            return bad(format!(
+                                "column `{header}`: `{text}` is not one of {known:?}"
+                            ));
                         }
                     },
                 };
@@ -251,31 +565,22 @@ impl<R: Read> RowReader<R> {
                     Some(d) if b.transform == Some(Transform::DayBefore) => match d.pred_opt() {
                         Some(d) => d.format("%Y-%m-%d").to_string(),
                         None => {
-                            return bad(
-                                self,
-                                format!("column `{header}`: `{text}` has no day before it"),
-                            )
+                            return bad(format!("column `{header}`: `{text}` has no day before it"))
                         }
                     },
                     Some(d) => d.format("%Y-%m-%d").to_string(),
                     None => {
-                        return bad(
-                            self,
-                            format!(
-                                "column `{header}`: `{text}` is not a date (expected {:?})",
-                                self.date_formats
-                            ),
-                        )
+                        return bad(format!(
+                            "column `{header}`: `{text}` is not a date (expected {:?})",
+                            self.date_formats
+                        ))
                     }
                 }
             } else if let Some(Transform::Add(n)) = b.transform {
                 match text.parse::<i64>().ok().and_then(|v| v.checked_add(n)) {
                     Some(v) => v.to_string(),
                     None => {
-                        return bad(
-                            self,
-                            format!("column `{header}`: `{text}` is not a whole number"),
-                        )
+                        return bad(format!("column `{header}`: `{text}` is not a whole number"))
                     }
                 }
             } else {
@@ -291,10 +596,14 @@ impl<R: Read> RowReader<R> {
                     .find(|b| b.field == *field)
                     .map(|b| b.header.as_str())
                     .unwrap_or("?");
-                return bad(self, format!("{field} (column `{header}`) is empty"));
+                return bad(format!("{field} (column `{header}`) is empty"));
             }
         }
-        Some(Ok(Row { line, fields }))
+        Some(Ok(Row {
+            line,
+            lines,
+            fields,
+        }))
     }
 }
 
