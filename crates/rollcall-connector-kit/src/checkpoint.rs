@@ -21,24 +21,25 @@ pub fn load_checkpoint(
     id: &str,
 ) -> anyhow::Result<Option<Checkpoint>> {
     let records = rollcall_kafka::read_topic_to_end(client, topic, true)?;
-    let mut last = None;
-    for r in records {
-        if r.key.as_deref() != Some(id.as_bytes()) {
-            continue;
-        }
-        if r.payload.is_empty() {
-            last = None; // a tombstone: the checkpoint was reset
-            continue;
-        }
-        let stored: StoredCheckpoint = serde_json::from_slice(&r.payload).map_err(|e| {
-            anyhow::anyhow!(
-                "checkpoint of {id} at {topic}/{}@{} is not valid JSON ({e}); \
-                 delete it with a tombstone to restart from the beginning",
-                r.partition,
-                r.offset
-            )
-        })?;
-        last = Some(stored.checkpoint);
+    // Only the last record of this connector counts: a tombstone or a good checkpoint
+    // written after a bad one supersedes it (the fix the error below recommends).
+    let Some(r) = records
+        .iter()
+        .rev()
+        .find(|r| r.key.as_deref() == Some(id.as_bytes()))
+    else {
+        return Ok(None);
+    };
+    if r.payload.is_empty() {
+        return Ok(None); // a tombstone: the checkpoint was reset
     }
-    Ok(last)
+    let stored: StoredCheckpoint = serde_json::from_slice(&r.payload).map_err(|e| {
+        anyhow::anyhow!(
+            "checkpoint of {id} at {topic}/{}@{} is not valid JSON ({e}); \
+             delete it with a tombstone to restart from the beginning",
+            r.partition,
+            r.offset
+        )
+    })?;
+    Ok(Some(stored.checkpoint))
 }

@@ -23,7 +23,7 @@ pub use cli::{
     binary_main, main_with, plan, print_summaries, run_named, run_supervised, Planned, RunArgs,
 };
 pub use edfi::edfi_natural_key;
-pub use retry::{rate_limiter, Backoff, RateLimiter};
+pub use retry::{rate_limiter, Backoff, RateLimiter, MAX_RETRY_AFTER};
 pub use rollcall_kafka::{DeadLetter, DeadLetterHeaders};
 pub use rollcall_model::{Entity, PayloadFormat, RawEnvelope, RawOperation};
 pub use runtime::{is_fatal, run, run_with_health, FatalError, RunOptions, RunSummary};

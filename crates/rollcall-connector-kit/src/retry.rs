@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// The longest wait a source may ask for (HTTP `Retry-After`): 5 minutes. A longer
+/// request is cut to this (and the connector asks again then).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// Exponential backoff with full jitter: the n-th wait is uniform in
 /// `[0, min(max, base · 2ⁿ)]`, and never shorter than what the source asked for.
 #[derive(Debug, Clone)]
@@ -41,13 +45,14 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.max)
     }
 
-    /// The next wait; `asked` is a floor (e.g. HTTP Retry-After).
+    /// The next wait; `asked` is a floor (e.g. HTTP Retry-After), itself capped at
+    /// [`MAX_RETRY_AFTER`] so a source cannot park a connector for days.
     pub fn next_delay(&mut self, asked: Option<Duration>) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let jittered =
             Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64));
-        jittered.max(asked.unwrap_or_default())
+        jittered.max(asked.unwrap_or_default().min(MAX_RETRY_AFTER))
     }
 
     pub fn reset(&mut self) {
@@ -90,6 +95,13 @@ mod tests {
     fn backoff_honours_what_the_source_asked_for() {
         let mut b = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
         assert!(b.next_delay(Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn what_the_source_asks_for_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let years = Duration::from_secs(u64::MAX / 4);
+        assert_eq!(b.next_delay(Some(years)), MAX_RETRY_AFTER);
     }
 
     #[tokio::test]
