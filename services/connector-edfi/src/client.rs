@@ -2,10 +2,17 @@
 //! expiry, and at once on a 401), rate limiting, and mapping of HTTP failures to
 //! transient (429, 5xx, network, a 401 right after a fresh token) or fatal (other 4xx)
 //! connector errors.
+//!
+//! Every call is bounded: a connect timeout and a total timeout per request (body
+//! included); bodies are read in chunks up to a cap (`max_page_bytes` for pages,
+//! [`MAX_SMALL_BODY_BYTES`] for tokens, versions, partitions and error bodies), and a
+//! body over its cap fails that request with an error saying which and how to fix it;
+//! `Retry-After` is honoured up to the kit's `MAX_RETRY_AFTER` (5 minutes); a token's
+//! `expires_in` is read as at most [`MAX_TOKEN_LIFE`].
 
 use std::time::{Duration, Instant};
 
-use rollcall_connector_kit::{ConnectorError, RateLimiter};
+use rollcall_connector_kit::{ConnectorError, RateLimiter, MAX_RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -19,8 +26,41 @@ pub struct Page {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Seconds; read leniently (a number or a numeric string), see [`token_life`].
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// The largest token, change-version, partitions or error body read (64 KiB).
+pub const MAX_SMALL_BODY_BYTES: usize = 64 * 1024;
+
+/// A token is used for at most a day, whatever `expires_in` says.
+pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
+
+/// The life of a token: `expires_in` seconds, at most [`MAX_TOKEN_LIFE`]; 30 minutes
+/// when it is missing or not a number of seconds; none when zero or negative.
+fn token_life(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = match expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() => {
+            Duration::from_secs_f64(s.clamp(0.0, MAX_TOKEN_LIFE.as_secs_f64()))
+        }
+        _ => Duration::from_secs(1800),
+    }
+}
+
+/// The bounds of every request to one host.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    /// From sending the request to the last byte of the body.
+    pub request_timeout: Duration,
+    /// The largest page body read.
+    pub max_page_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +79,7 @@ pub struct EdfiClient {
     use_snapshot: bool,
     token: Option<(String, Instant)>,
     limiter: RateLimiter,
+    limits: Limits,
 }
 
 impl EdfiClient {
@@ -48,10 +89,11 @@ impl EdfiClient {
         client_secret: String,
         use_snapshot: bool,
         limiter: RateLimiter,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
+            .timeout(limits.request_timeout)
+            .connect_timeout(limits.connect_timeout)
             .user_agent(concat!(
                 "rollcall-connector-edfi/",
                 env!("CARGO_PKG_VERSION")
@@ -65,6 +107,7 @@ impl EdfiClient {
             use_snapshot,
             token: None,
             limiter,
+            limits,
         })
     }
 
@@ -94,13 +137,20 @@ impl EdfiClient {
             )));
         }
         let resp = check(resp, &url).await?;
-        let body: TokenResponse = resp
-            .json()
-            .await
-            .map_err(|e| ConnectorError::transient(format!("token response from {url}: {e}")))?;
-        let life = Duration::from_secs(body.expires_in.unwrap_or(1800));
+        let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, &format!("POST {url}")).await?;
+        // The error says what is wrong, never what the host sent (it may hold a token).
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            ConnectorError::transient(format!(
+                "POST {url}: the token response is not {{\"access_token\": ..., \"expires_in\": ...}} \
+                 (line {}, column {}); is base_url the ODS/API root?",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let life = token_life(body.expires_in.as_ref());
         let margin = (life / 10).min(Duration::from_secs(60));
-        let until = Instant::now() + life.saturating_sub(margin);
+        let now = Instant::now();
+        let until = now.checked_add(life.saturating_sub(margin)).unwrap_or(now);
         self.token = Some((body.access_token.clone(), until));
         tracing::debug!(expires_in_s = life.as_secs(), "Ed-Fi access token obtained");
         Ok(body.access_token)
@@ -143,22 +193,28 @@ impl EdfiClient {
         }
         // A token refused right after it was issued was most likely invalidated in
         // between (a host restart, a token cache flush): try again later with another
-        // one. Bad credentials fail at the token endpoint (fatal), and a client without
-        // access to a resource gets 403 (fatal).
+        // one — with the kit's backoff, the connector not ready meanwhile. Bad
+        // credentials fail at the token endpoint (fatal), and a client without access
+        // to a resource gets 403 (fatal).
         Err(ConnectorError::transient(format!(
-            "GET {url}: 401 again right after a fresh token; retrying with a new one"
+            "GET {url}: 401 Unauthorized again with a token just issued to client `{}`: the host \
+             accepts the credentials but refuses its own token (tokens invalidated, or the \
+             client's key has no access to this API); retrying with backoff — check the client's \
+             key and claim set on the host if this persists",
+            self.client_id
         )))
     }
 
     pub async fn available_change_versions(
         &mut self,
     ) -> Result<AvailableChangeVersions, ConnectorError> {
+        let what = "GET /changeQueries/v1/availableChangeVersions";
         let resp = self
             .get("/changeQueries/v1/availableChangeVersions", &[])
             .await?;
-        resp.json()
-            .await
-            .map_err(|e| ConnectorError::transient(format!("availableChangeVersions: {e}")))
+        let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, what).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ConnectorError::transient(format!("{what}: {e}")))
     }
 
     /// One page of `path` (`/data/v3/ed-fi/{resource}[/deletes|/keyChanges]`).
@@ -176,10 +232,12 @@ impl EdfiClient {
         };
         let next_page_token = header("Next-Page-Token").filter(|t| !t.is_empty());
         let total_count = header("Total-Count").and_then(|v| v.parse().ok());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ConnectorError::transient(format!("GET {path}: reading body: {e}")))?;
+        let bytes = read_capped(
+            resp,
+            self.limits.max_page_bytes,
+            &format!("GET {path} (query {query:?})"),
+        )
+        .await?;
         let items: Vec<Box<RawValue>> = serde_json::from_slice(&bytes).map_err(|e| {
             ConnectorError::fatal(format!(
                 "GET {path}: the body is not a JSON array ({e}); is base_url the ODS/API root?"
@@ -216,7 +274,8 @@ impl EdfiClient {
                 ],
             )
             .await?;
-        let p: Partitions = resp.json().await.map_err(|e| {
+        let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, &format!("GET {path}")).await?;
+        let p: Partitions = serde_json::from_slice(&bytes).map_err(|e| {
             ConnectorError::fatal(format!(
                 "GET {path}: unexpected body ({e}); does this host support token paging (ODS/API 7.3+)? \
                  Otherwise set paging = \"offset\""
@@ -232,19 +291,12 @@ async fn check(resp: reqwest::Response, url: &str) -> Result<reqwest::Response, 
     if status.is_success() {
         return Ok(resp);
     }
-    let retry_after = resp
-        .headers()
-        .get("Retry-After")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body: String = resp
-        .text()
+    let retry_after = retry_after(resp.headers().get("Retry-After"));
+    // A little of the body says what the host complained about; no more is read.
+    let body = read_capped(resp, MAX_SMALL_BODY_BYTES, url)
         .await
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect();
+        .unwrap_or_default();
+    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
     if status.as_u16() == 429 || status.is_server_error() {
         Err(ConnectorError::Transient {
             message: format!("{url}: {status} {body}"),
@@ -252,5 +304,61 @@ async fn check(resp: reqwest::Response, url: &str) -> Result<reqwest::Response, 
         })
     } else {
         Err(ConnectorError::fatal(format!("{url}: {status} {body}")))
+    }
+}
+
+/// `Retry-After` in seconds, at most the kit's `MAX_RETRY_AFTER` (5 minutes); an
+/// HTTP-date or anything else unreadable is ignored (the backoff applies).
+fn retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let secs = v?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let asked = Duration::from_secs(secs);
+    if asked > MAX_RETRY_AFTER {
+        tracing::warn!(
+            asked_s = secs,
+            cap_s = MAX_RETRY_AFTER.as_secs(),
+            "Retry-After longer than the cap; waiting the cap"
+        );
+    }
+    Some(asked.min(MAX_RETRY_AFTER))
+}
+
+/// The body of `resp`, read chunk by chunk, failing as soon as it passes `cap` bytes
+/// (a host sending an endless or huge body cannot exhaust memory). A body over the cap
+/// is fatal: the same request would bring the same body.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    what: &str,
+) -> Result<Vec<u8>, ConnectorError> {
+    let too_large = |n: String| {
+        ConnectorError::fatal(format!(
+            "{what}: the response body is {n} bytes, over the {cap}-byte limit for it; \
+             for pages lower page_size (or raise max_page_bytes)"
+        ))
+    };
+    if let Some(n) = resp.content_length() {
+        if n > cap as u64 {
+            return Err(too_large(n.to_string()));
+        }
+    }
+    let mut body = Vec::with_capacity(resp.content_length().map_or(8192, |n| n as usize));
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if body.len() + c.len() > cap {
+                    return Err(too_large(format!("more than {}", body.len() + c.len())));
+                }
+                body.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "timed out reading the body"
+                } else {
+                    "reading the body failed"
+                };
+                return Err(ConnectorError::transient(format!("{what}: {why}: {e}")));
+            }
+        }
     }
 }

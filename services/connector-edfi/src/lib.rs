@@ -18,7 +18,7 @@ mod client;
 mod records;
 
 use client::EdfiClient;
-pub use records::{natural_key, record_from_item, ItemKind};
+pub use records::{natural_key, record_from_item, ItemKind, WindowVersions};
 
 /// The registration the `rollcall` CLI lists.
 pub const FACTORY: Factory = Factory {
@@ -73,6 +73,25 @@ pub struct EdfiConfig {
     /// fewer transactions on a long initial load.
     #[serde(default = "default_batch")]
     pub records_per_batch: usize,
+    /// Connecting to the host gives up after this many seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// One request (token, page, ...) gives up after this many seconds, body included.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: f64,
+    /// A page body larger than this fails the request (fatal: lower `page_size`).
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: usize,
+}
+
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_request_timeout() -> f64 {
+    60.0
+}
+fn default_max_page_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 fn default_page_size() -> u32 {
@@ -135,6 +154,10 @@ struct SyncState {
     /// Every change up to this version is published (`None`: initial load not done).
     done_version: Option<i64>,
     window: Option<Window>,
+    /// The first source version after the last finished window's (the floor of the
+    /// next window's base; see `rollcall_connector_kit::segment_base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_version: Option<i64>,
 }
 
 /// A change-version window in progress.
@@ -152,6 +175,22 @@ struct Window {
     /// Items published in this window so far, and the host's count when known.
     done: u64,
     total: Option<u64>,
+    /// The window's version base, taken from the clock when it opened (`None` in a
+    /// checkpoint written before versions had bases: `4·min`, the old scheme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version_base: Option<i64>,
+}
+
+impl Window {
+    fn versions(&self) -> WindowVersions {
+        WindowVersions {
+            min: self.min,
+            max: self.max,
+            base: self
+                .version_base
+                .unwrap_or_else(|| self.min.saturating_mul(4)),
+        }
+    }
 }
 
 /// The steps of a window: key changes, then changes, then deletes, per resource. The
@@ -185,12 +224,27 @@ impl EdfiConnector {
                 cfg.poll_interval_secs
             );
         }
+        for (key, v) in [
+            ("connect_timeout_secs", cfg.connect_timeout_secs),
+            ("request_timeout_secs", cfg.request_timeout_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                anyhow::bail!(
+                    "connectors.{name}.{key} must be a number of seconds in (0, 86400], not {v}"
+                );
+            }
+        }
         let client = EdfiClient::new(
             &cfg.base_url,
             cfg.client_id.clone(),
             secret,
             cfg.use_snapshot,
             rate_limiter(cfg.requests_per_second),
+            client::Limits {
+                connect_timeout: Duration::from_secs_f64(cfg.connect_timeout_secs),
+                request_timeout: Duration::from_secs_f64(cfg.request_timeout_secs),
+                max_page_bytes: cfg.max_page_bytes.max(1),
+            },
         )?;
         Ok(EdfiConnector {
             id: format!("edfi:{name}"),
@@ -258,6 +312,9 @@ impl SisConnector for EdfiConnector {
                 token: None,
                 done: 0,
                 total: None,
+                // Observed now: the base of every version this window publishes, kept
+                // in the checkpoint so a retry of any of its batches repeats them.
+                version_base: Some(rollcall_connector_kit::segment_base_now(state.next_version)),
             });
             tracing::info!(connector = %self.id, min = from, max = versions.newest,
                 initial = state.done_version.is_none(), "new change-version window");
@@ -272,8 +329,7 @@ impl SisConnector for EdfiConnector {
         let mut progress = None;
         while let Some(mut w) = state.window.clone() {
             if w.step >= steps.len() {
-                state.done_version = Some(w.max);
-                state.window = None;
+                close_window(&mut state, &w);
                 break;
             }
             let (kind, resource) = steps[w.step];
@@ -289,12 +345,13 @@ impl SisConnector for EdfiConnector {
                 }
                 Err(e) => return Err(e),
             };
+            let versions = w.versions();
             for item in &page.items {
                 match record_from_item(
                     kind,
                     resource,
                     item,
-                    w.max,
+                    &versions,
                     &|s| self.district_of(s),
                     &self.id,
                 ) {
@@ -342,10 +399,9 @@ impl SisConnector for EdfiConnector {
             }
         }
         // A window finished by this page is recorded in the same transaction.
-        if let Some(w) = &state.window {
+        if let Some(w) = state.window.clone() {
             if w.step >= steps.len() {
-                state.done_version = Some(w.max);
-                state.window = None;
+                close_window(&mut state, &w);
             }
         }
         Ok(Batch {
@@ -356,6 +412,14 @@ impl SisConnector for EdfiConnector {
             progress,
         })
     }
+}
+
+/// Every change up to `w.max` is published; the next window's versions start above
+/// this one's.
+fn close_window(state: &mut SyncState, w: &Window) {
+    state.done_version = Some(w.max);
+    state.next_version = Some(w.versions().end());
+    state.window = None;
 }
 
 struct Fetched {
@@ -453,6 +517,53 @@ mod tests {
         assert!(s[3..6].iter().all(|(k, _)| *k == ItemKind::Change));
         assert!(s[6..].iter().all(|(k, _)| *k == ItemKind::Delete));
         assert!(steps(true).iter().all(|(k, _)| *k == ItemKind::Change));
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_version_bases_keeps_the_old_versions() {
+        let old: Window = serde_json::from_value(serde_json::json!({
+            "min": 11, "max": 20, "step": 0, "offset": 0, "tokens": null, "token": null,
+            "done": 0, "total": null
+        }))
+        .unwrap();
+        let v = old.versions();
+        assert_eq!((v.at(12, 0), v.change(), v.at(13, 2)), (48, 81, 54));
+    }
+
+    #[test]
+    fn a_later_window_outranks_every_version_of_an_earlier_one() {
+        let first = WindowVersions {
+            min: 0,
+            max: 1_000_000,
+            base: rollcall_connector_kit::segment_base(1_700_000_000_000, None),
+        };
+        let mut state = SyncState::default();
+        let w = Window {
+            min: first.min,
+            max: first.max,
+            step: 0,
+            offset: 0,
+            tokens: None,
+            token: None,
+            done: 0,
+            total: None,
+            version_base: Some(first.base),
+        };
+        close_window(&mut state, &w);
+        // opened in the same millisecond: the floor keeps it above
+        let second = WindowVersions {
+            min: 1_000_001,
+            max: 1_000_002,
+            base: rollcall_connector_kit::segment_base(1_700_000_000_000, state.next_version),
+        };
+        assert!(second.at(1_000_001, 0) > first.change());
+        assert!(second.at(1_000_001, 0) > first.at(1_000_000, 2));
+        // within a window: key change < changed record, a delete before the window's
+        // end < the changed record, one at its end above it
+        assert!(first.at(7, 0) < first.change() && first.at(7, 2) < first.change());
+        assert!(first.at(1_000_000, 2) > first.change());
+        // a change version the host reports outside the window stays inside it
+        assert!(first.at(-5, 2) >= first.base && first.at(i64::MAX, 2) < first.end());
     }
 
     #[test]

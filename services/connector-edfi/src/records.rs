@@ -1,12 +1,45 @@
 //! Ed-Fi items → raw records: natural keys, Kafka keys and source versions.
 //!
-//! Source versions order everything the connector publishes for one record:
-//! `4·cv + 0` for a key change (exact change version `cv`), `4·max + 1` for a changed
-//! record read in the window `(min, max]` (items carry no change version of their own),
-//! `4·cv + 2` for a delete. So within a window a key change is overridden by the full
-//! record that follows it, and a delete wins only if nothing re-created the record later.
+//! Source versions are the kit's (`rollcall_connector_kit::source_version`): the
+//! window's base, taken from the clock when the window opened and kept in the
+//! checkpoint, plus an ordinal within the window `[min, max]`: `4·(cv − min) + 0` for a
+//! key change (exact change version `cv`), `4·(max − min) + 1` for a changed record
+//! (items carry no change version of their own), `4·(cv − min) + 2` for a delete. So
+//! within a window a key change is overridden by the full record that follows it, and a
+//! delete wins only if nothing re-created the record later; across windows — and
+//! against the XML interchanges and CSV files of the file-drop connector — what was
+//! observed later wins.
 
 use rollcall_connector_kit::{Entity, PayloadFormat, RawEnvelope, RawOperation, RawRecord};
+
+/// How the items of one change window `[min, max]` are versioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowVersions {
+    pub min: i64,
+    pub max: i64,
+    /// The window's segment base (`rollcall_connector_kit::segment_base`).
+    pub base: i64,
+}
+
+impl WindowVersions {
+    /// The version of an item at change version `cv` (clamped into the window), of
+    /// kind `k` (0 key change, 1 changed record, 2 delete).
+    pub fn at(&self, cv: i64, k: i64) -> i64 {
+        let cv = cv.clamp(self.min, self.max.max(self.min));
+        let ordinal = 4i64
+            .saturating_mul(cv.saturating_sub(self.min))
+            .saturating_add(k);
+        rollcall_connector_kit::source_version(self.base, ordinal.max(0) as u64)
+    }
+    /// The version of a changed record read in this window.
+    pub fn change(&self) -> i64 {
+        self.at(self.max, 1)
+    }
+    /// The first version above every version of this window.
+    pub fn end(&self) -> i64 {
+        self.at(self.max, 3)
+    }
+}
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -197,13 +230,13 @@ fn field<'a>(kv: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-/// Build the raw record for one item. `window_max` is the window's upper change version;
-/// `district_of` maps a school id to its district.
+/// Build the raw record for one item read in the window `versions`; `district_of` maps
+/// a school id to its district.
 pub fn record_from_item(
     kind: ItemKind,
     resource: &str,
     item: &RawValue,
-    window_max: i64,
+    versions: &WindowVersions,
     district_of: &dyn Fn(&str) -> String,
     source_instance: &str,
 ) -> Result<RawRecord, String> {
@@ -214,7 +247,7 @@ pub fn record_from_item(
             entity,
             resource,
             item,
-            (RawOperation::Upsert, kv, None, 4 * window_max + 1),
+            (RawOperation::Upsert, kv, None, versions.change()),
             district_of,
             source_instance,
         );
@@ -223,7 +256,7 @@ pub fn record_from_item(
     let change_version = || {
         v.get("changeVersion")
             .and_then(Value::as_i64)
-            .unwrap_or(window_max)
+            .unwrap_or(versions.max)
     };
     let as_map = |name: &str| -> Result<Map<String, Value>, String> {
         v.get(name)
@@ -236,19 +269,19 @@ pub fn record_from_item(
             RawOperation::Upsert,
             key_values_of_change(resource, &v)?,
             None,
-            4 * window_max + 1,
+            versions.change(),
         ),
         ItemKind::Delete => (
             RawOperation::Delete,
             as_map("keyValues")?,
             None,
-            4 * change_version() + 2,
+            versions.at(change_version(), 2),
         ),
         ItemKind::KeyChange => (
             RawOperation::KeyChange,
             as_map("newKeyValues")?,
             Some(as_map("oldKeyValues")?),
-            4 * change_version(),
+            versions.at(change_version(), 0),
         ),
     };
     build_record(entity, resource, item, parts, district_of, source_instance)
@@ -369,7 +402,11 @@ mod tests {
             ItemKind::Change,
             "studentSchoolAttendanceEvents",
             &raw(EVENT),
-            10,
+            &WindowVersions {
+                min: 0,
+                max: 10,
+                base: 0,
+            },
             &d,
             "edfi:t",
         )
@@ -381,7 +418,11 @@ mod tests {
             ItemKind::Delete,
             "studentSchoolAttendanceEvents",
             &del,
-            20,
+            &WindowVersions {
+                min: 0,
+                max: 20,
+                base: 0,
+            },
             &d,
             "edfi:t",
         )
@@ -408,7 +449,11 @@ mod tests {
             ItemKind::KeyChange,
             "studentSchoolAttendanceEvents",
             &kc,
-            7,
+            &WindowVersions {
+                min: 0,
+                max: 7,
+                base: 0,
+            },
             &d,
             "edfi:t",
         )
@@ -431,7 +476,11 @@ mod tests {
             ItemKind::Change,
             "studentSchoolAttendanceEvents",
             &raw(r#"{"eventDate":"2020-01-01"}"#),
-            1,
+            &WindowVersions {
+                min: 0,
+                max: 1,
+                base: 0,
+            },
             &d,
             "t",
         )
@@ -441,7 +490,11 @@ mod tests {
             ItemKind::Delete,
             "calendarDates",
             &raw(r#"[1,2]"#),
-            1,
+            &WindowVersions {
+                min: 0,
+                max: 1,
+                base: 0,
+            },
             &d,
             "t",
         )

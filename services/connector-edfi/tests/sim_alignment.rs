@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rollcall_codemaps::CodeMapRegistry;
-use rollcall_connector_edfi::{record_from_item, ItemKind};
+use rollcall_connector_edfi::{record_from_item, ItemKind, WindowVersions};
 use rollcall_model::{Canonical, Category, Operation};
 use rollcall_normalize::Normalizer;
 use rollcall_policy::Policy;
@@ -146,7 +146,11 @@ fn every_change_of_the_demo_ed_fi_districts_normalizes_to_the_simulators_truth()
                         ItemKind::KeyChange,
                         resource,
                         &raw(&item),
-                        c.cv as i64,
+                        &WindowVersions {
+                            min: 0,
+                            max: c.cv as i64,
+                            base: 0,
+                        },
                         &district_of,
                         "edfi:sim",
                     )
@@ -169,7 +173,11 @@ fn every_change_of_the_demo_ed_fi_districts_normalizes_to_the_simulators_truth()
                     ItemKind::Change,
                     resource,
                     &raw(&item),
-                    c.cv as i64,
+                    &WindowVersions {
+                        min: 0,
+                        max: c.cv as i64,
+                        base: 0,
+                    },
                     &district_of,
                     "edfi:sim",
                 );
@@ -215,7 +223,11 @@ fn every_change_of_the_demo_ed_fi_districts_normalizes_to_the_simulators_truth()
                     ItemKind::Delete,
                     resource,
                     &raw(&item),
-                    c.cv as i64,
+                    &WindowVersions {
+                        min: 0,
+                        max: c.cv as i64,
+                        base: 0,
+                    },
                     &district_of,
                     "edfi:sim",
                 )

@@ -211,8 +211,10 @@ fn kafka_key(world: &World, fact: &Fact) -> String {
 
 /// What the Ed-Fi sync of the change-version window `[min, max]` (read while the host's
 /// newest version is `max`) must publish, from the simulator's change log alone: key
-/// changes (version 4·cv), then the current records whose latest change is in the window
-/// (4·max + 1), then deletes (4·cv + 2). The initial load (`min` = 0) reads changes
+/// changes (version base + 4·(cv − min)), then the current records whose latest change
+/// is in the window (base + 4·(max − min) + 1), then deletes (base + 4·(cv − min) + 2).
+/// Versions here are relative to the window's base (taken from the clock when the
+/// window opened; see [`rebase_windows`]). The initial load (`min` = 0) reads changes
 /// only. Items without a student (malformed) cannot be keyed: they are counted in the
 /// second value, as connector dead letters.
 pub fn expected_window(world: &World, served: &[&str], min: u64, max: u64) -> (Vec<Pub>, usize) {
@@ -243,7 +245,7 @@ pub fn expected_window(world: &World, served: &[&str], min: u64, max: u64) -> (V
                         op_name(RawOperation::KeyChange),
                         natural_key(resource, &new_kv),
                         Some(natural_key(resource, &old_kv)),
-                        4 * cv as i64,
+                        4 * (cv - min) as i64,
                         kafka_key(world, fact),
                         district_of(fact),
                     ));
@@ -259,7 +261,7 @@ pub fn expected_window(world: &World, served: &[&str], min: u64, max: u64) -> (V
                         op_name(RawOperation::Upsert),
                         natural_key(resource, &served_key(world, idx, fact)),
                         None,
-                        4 * max as i64 + 1,
+                        4 * (max - min) as i64 + 1,
                         kafka_key(world, fact),
                         district_of(fact),
                     ));
@@ -276,7 +278,7 @@ pub fn expected_window(world: &World, served: &[&str], min: u64, max: u64) -> (V
                     op_name(RawOperation::Delete),
                     natural_key(resource, &kv),
                     None,
-                    4 * cv as i64 + 2,
+                    4 * (cv - min) as i64 + 2,
                     kafka_key(world, old),
                     district_of(old),
                 ));
@@ -284,6 +286,47 @@ pub fn expected_window(world: &World, served: &[&str], min: u64, max: u64) -> (V
         }
     }
     (out, dead)
+}
+
+/// The published records with versions relative to their window's base, for comparing
+/// with [`expected_window`]s (`windows`: each window's expected records, in the order
+/// the windows were read). Every version of a window lies above every version of the
+/// one before (the kit's segment bases), so sorted by version the records fall into
+/// the windows by their counts; a window's base is its lowest version minus its lowest
+/// expected offset (if anything else differs, the comparison that follows fails).
+/// Asserts the bases grow, and that each is at least `floors[i]` when given.
+pub fn rebase_windows(mut pubs: Vec<Pub>, windows: &[Vec<Pub>], floors: &[i64]) -> Vec<Pub> {
+    pubs.sort_by_key(|p| p.4);
+    let mut out = Vec::with_capacity(pubs.len());
+    let mut rest = pubs.as_slice();
+    let mut last_base = i64::MIN;
+    for (i, w) in windows.iter().enumerate() {
+        let n = w.len().min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        if chunk.is_empty() {
+            continue;
+        }
+        let min_offset = w.iter().map(|p| p.4).min().unwrap();
+        let base = chunk[0].4 - min_offset;
+        assert!(
+            base > last_base,
+            "window {i}: base {base} not above {last_base}"
+        );
+        if let Some(&floor) = floors.get(i) {
+            assert!(
+                base >= floor,
+                "window {i}: base {base} below the clock when it was read ({floor})"
+            );
+        }
+        last_base = base;
+        out.extend(chunk.iter().cloned().map(|mut p| {
+            p.4 -= base;
+            p
+        }));
+    }
+    out.extend(rest.iter().cloned());
+    out
 }
 
 /// Asserts the committed raw records are exactly `expected` (as multisets): nothing
