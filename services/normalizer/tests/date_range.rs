@@ -106,7 +106,10 @@ async fn out_of_range_dates_are_dead_letters_and_sentinel_exit_dates_mean_still_
         (1, 2, bad.len())
     );
     let a = rollcall_avro::decode_attendance_event(&attendance[0].payload).unwrap();
-    assert_eq!((a.source_key.as_str(), a.date), ("att-good", d(2025, 10, 8)));
+    assert_eq!(
+        (a.source_key.as_str(), a.date),
+        ("att-good", d(2025, 10, 8))
+    );
     for r in &enrollments {
         let e = rollcall_avro::decode_enrollment(&r.payload).unwrap();
         assert_eq!(e.exit_date, None, "{}: still enrolled", e.source_key);
@@ -120,7 +123,9 @@ async fn out_of_range_dates_are_dead_letters_and_sentinel_exit_dates_mean_still_
         })
         .collect();
     for (key, date, kind) in bad {
-        let h = dl.get(key).unwrap_or_else(|| panic!("{key}: no dead letter"));
+        let h = dl
+            .get(key)
+            .unwrap_or_else(|| panic!("{key}: no dead letter"));
         assert_eq!(h.kind, kind, "{key}: {}", h.reason);
         assert!(
             h.reason.contains("field date") && h.reason.contains(date),

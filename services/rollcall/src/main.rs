@@ -101,7 +101,15 @@ enum DlqAction {
         #[command(flatten)]
         filter: dlq::Filter,
     },
-    /// Re-publish matching dead letters to the topic they came from (exactly once).
+    /// Re-publish matching dead letters to the raw topic they came from, each once.
+    ///
+    /// Reads the whole dead-letter topic from the beginning each time (no consumer
+    /// group, no committed offsets). Each re-published dead letter gets a replay mark on
+    /// the dead-letter topic in the same transaction (header rollcall.replayed =
+    /// <partition>@<offset>), so later replays skip it; dead letters a filter leaves out
+    /// stay replayable. A record that fails again is a new dead letter. Only this
+    /// deployment's raw topics are targets: dead letters naming another topic, none (file
+    /// rows: drop the file again) or with a cut payload are refused and named on stderr.
     Replay {
         #[command(flatten)]
         filter: dlq::Filter,
