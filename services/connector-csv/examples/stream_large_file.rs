@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let before = peak_rss_mib();
 
     let cfg: CsvConfig = serde_json::from_value(serde_json::json!({
-        "district_id": "bench", "inbox": dir.path(), "preset": "generic", "rows_per_batch": 5000
+        "district_id": "bench", "inbox": dir.path(), "preset": "generic", "rows_per_batch": 5000, "settle_secs": 0,
     }))?;
     let mut c = CsvConnector::new("bench", cfg)?;
     let mut cp = None;

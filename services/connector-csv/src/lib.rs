@@ -587,8 +587,9 @@ impl SisConnector for CsvConnector {
         };
         // Pick the next file when none is in progress.
         if state.current.is_none() {
-            if let Some(last) = state.last.clone() {
-                // Committed but maybe not moved yet (a restart in between).
+            if let Some(last) = state.last.take() {
+                // Committed but maybe not moved yet (a restart in between); then
+                // forgotten, so a file brought back later (`inbox retry`) is read.
                 self.settle_last(&last);
             }
             let mut picked = None;

@@ -763,4 +763,104 @@ mod tests {
         .unwrap();
         assert!(err.contains("student_id"), "{err}");
     }
+
+    fn all(text: &[u8]) -> Vec<(u64, Result<BTreeMap<String, String>, String>)> {
+        let mut r = reader(text, "generic", Entity::Attendance, Encoding::Auto);
+        let mut out = Vec::new();
+        while let Some(x) = r.next_row() {
+            out.push(match x {
+                Ok(row) => (row.line, Ok(row.fields)),
+                Err(RowError::Row { line, reason, .. }) => (line, Err(reason)),
+                Err(RowError::File(e)) => panic!("{e}"),
+            });
+        }
+        out
+    }
+
+    fn lines_of(rows: &[(u64, Result<BTreeMap<String, String>, String>)]) -> Vec<(u64, bool)> {
+        rows.iter().map(|(l, r)| (*l, r.is_ok())).collect()
+    }
+
+    #[test]
+    fn a_runaway_quote_is_its_first_line_alone_and_the_lines_after_it_are_rows_again() {
+        // The file ends inside the quote.
+        let rows = all(b"school_id,student_id,date,code\n1,S1,2024-09-03,\"A\n1,S2,2024-09-03,B\n1,S3,2024-09-03,C\n");
+        assert_eq!(lines_of(&rows), [(2, false), (3, true), (4, true)]);
+        assert!(rows[0].1.as_ref().unwrap_err().contains("runaway quote"));
+        // The quote closes on a later line but the joined record has the wrong width.
+        let rows = all(b"school_id,student_id,date,code\n1,S1,2024-09-03,\"A\n1,S2,2024-09-03,\"B\",extra\n1,S3,2024-09-03,C\n");
+        assert_eq!(lines_of(&rows), [(2, false), (3, false), (4, true)]);
+        // The quoted field grows past 4 KiB: stopped there, not at the end of the file.
+        let mut text = b"school_id,student_id,date,code\n1,S0,2024-09-03,\"A\n".to_vec();
+        for i in 1..2_000 {
+            text.extend_from_slice(format!("1,S{i},2024-09-03,B\n").as_bytes());
+        }
+        let rows = all(&text);
+        assert_eq!(rows.len(), 2_000);
+        assert!(rows[0].1.is_err() && rows[1..].iter().all(|r| r.1.is_ok()));
+        // A legitimate quoted line break is one row of two lines; line numbers after it
+        // count both, and blank lines.
+        let rows = all(b"school_id,student_id,date,code,reason\n1,S1,2024-09-03,A,\"two\nlines\"\n\n1,S2,2024-09-03,A,x\n");
+        assert_eq!(lines_of(&rows), [(2, true), (5, true)]);
+        assert_eq!(rows[0].1.as_ref().unwrap()["reason"], "two\nlines");
+    }
+
+    #[test]
+    fn a_line_over_the_row_cap_is_read_past_not_kept() {
+        let mut text = b"school_id,student_id,date,code\n1,S1,2024-09-03,A".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 3 * MAX_ROW_BYTES));
+        text.extend_from_slice(b"\n1,S2,2024-09-03,A\n");
+        let mut r = reader(&text, "generic", Entity::Attendance, Encoding::Auto);
+        match r.next_row() {
+            Some(Err(RowError::Row {
+                line, raw, reason, ..
+            })) => {
+                assert_eq!(line, 2);
+                assert_eq!(raw.len(), MAX_ROW_BYTES);
+                assert!(reason.contains("bytes long"), "{reason}");
+            }
+            _ => panic!("expected a bad row"),
+        }
+        assert_eq!(r.next_row().unwrap().ok().unwrap().line, 3);
+        assert_eq!(r.lines_consumed(), 3);
+    }
+
+    #[test]
+    fn good_files_split_into_the_same_fields_as_the_csv_crate() {
+        let inputs: [&[u8]; 5] = [
+            b"a,b,c\n1,\"x,y\",3\r\n4,\"q\"\"uote\",6\n7,,9",
+            b"a,b,c\r\n\"multi\r\nline\",\"\",x\r\n",
+            b"a,b,c\n\"ab\"cd,e f,\"\"\"\"\n",
+            b"a,b,c\n1,2,3\n\n\n4,5,6\n",
+            b"a,b,c\n1,2 \" 3,4\n",
+        ];
+        for input in inputs {
+            let mut ours = Records {
+                lines: Lines {
+                    inner: input,
+                    next_no: 1,
+                    pending: VecDeque::new(),
+                },
+                delimiter: b',',
+                blank: 0,
+                at_start: true,
+            };
+            let mut theirs = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(input);
+            for rec in theirs.byte_records() {
+                let rec = rec.unwrap();
+                let Some(Rec::Fields { fields, .. }) = ours.next_record(Some(3)).unwrap() else {
+                    panic!("{:?}", String::from_utf8_lossy(input));
+                };
+                let got: Vec<&[u8]> = (0..fields.count())
+                    .map(|i| fields.get(i).unwrap())
+                    .collect();
+                let want: Vec<&[u8]> = rec.iter().collect();
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
+            }
+            assert!(ours.next_record(Some(3)).unwrap().is_none());
+        }
+    }
 }

@@ -16,6 +16,7 @@ fn csv_config(district: &str, inbox: &Path, preset: &str) -> CsvConfig {
         "inbox": inbox,
         "preset": preset,
         "rows_per_batch": 1000,
+        "settle_secs": 0,
     }))
     .unwrap()
 }
@@ -172,6 +173,7 @@ async fn ed_fi_interchanges_flow_with_bad_elements_dead_lettered_and_bad_files_r
         "district_id": "d9",
         "inbox": inbox.path(),
         "rows_per_batch": 300,
+        "settle_secs": 0,
     }))
     .unwrap();
     let s = ingest(&cfg, "xml1", c.clone()).await;

@@ -110,6 +110,7 @@ async fn one_full_year_export_of_each_preset_is_ingested_with_the_expected_count
             "inbox": inbox.path(),
             "preset": preset.as_str(),
             "rows_per_batch": 700,
+        "settle_secs": 0,
         }))
         .unwrap();
         let s = run(
@@ -244,6 +245,7 @@ async fn nightly_snapshots_delete_what_the_sis_purged() {
             "preset": "powerschool",
             "snapshots": true,
             "rows_per_batch": 500,
+        "settle_secs": 0,
         }))
         .unwrap();
         run(

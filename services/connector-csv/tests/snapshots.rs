@@ -16,6 +16,7 @@ fn connector(inbox: &Path) -> CsvConnector {
         "preset": "generic",
         "snapshots": true,
         "rows_per_batch": 2,
+        "settle_secs": 0,
     }))
     .unwrap();
     CsvConnector::new("snap", cfg).unwrap()
