@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::NaiveDate;
 use rollcall_config::{Config, LogFormat, Secrets};
-use rollcall_kafka::{AssignedReader, InRecord, Topics, Tp};
+use rollcall_kafka::{
+    retry_transient, AssignedReader, DeadLetter, DeadLetterHeaders, InRecord, KafkaError,
+    OutRecord, Retry, Topics, Tp, TxnProducer,
+};
 use rollcall_student_state::{Changed, RollupState};
 use rollcall_telemetry::Health;
 use tokio_util::sync::CancellationToken;
@@ -116,12 +119,25 @@ pub async fn run_with_as_of(
 /// The partitions this instance owns: its share of attendance and enrollment, and all
 /// of the calendar topic.
 pub fn owned_partitions(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Vec<Tp>> {
+    Ok(owned_partitions_with(
+        cfg,
+        secrets,
+        &Retry::for_up_to(rollcall_kafka::DEFAULT_BUDGET),
+    )?)
+}
+
+/// [`owned_partitions`], retrying transient errors as `policy` says.
+pub fn owned_partitions_with(
+    cfg: &Config,
+    secrets: &Secrets,
+    policy: &Retry<'_>,
+) -> Result<Vec<Tp>, KafkaError> {
     let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     let mut out = Vec::new();
     for entity in ["calendar", "enrollment", "attendance"] {
         let topic = topics.normalized(entity);
-        for p in AssignedReader::partitions_of(&client, &topic)? {
+        for p in AssignedReader::partitions_with(&client, &topic, policy)? {
             let mine = entity == "calendar"
                 || (p as u32) % cfg.rollup.instances == cfg.rollup.instance_index;
             if mine {
@@ -144,6 +160,20 @@ pub struct Rollup {
     next: HashMap<Tp, i64>,
     max_records: usize,
     max_wait: Duration,
+    /// Records `apply` could not use, waiting to go to the dead-letter topic before
+    /// their offsets are committed.
+    dead_letters: Vec<OutRecord>,
+    dlq: TxnProducer,
+}
+
+/// Retry transient Kafka errors for as long as it takes, until `shutdown`; readiness
+/// is off while retrying.
+fn forever<'a>(stop: &'a (dyn Fn() -> bool + 'a), retrying: &'a (dyn Fn(bool) + 'a)) -> Retry<'a> {
+    Retry {
+        stop,
+        budget: None,
+        retrying,
+    }
 }
 
 impl Rollup {
@@ -159,13 +189,21 @@ impl Rollup {
         let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
         let topics = Topics::new(&cfg.kafka.topic_prefix);
         let group = cfg.rollup.group_id.clone();
-        let owned = tokio::task::block_in_place(|| owned_partitions(cfg, secrets))
+        let stop = || shutdown.is_cancelled();
+        let not_ready = |_retrying: bool| {};
+        let policy = forever(&stop, &not_ready);
+        let owned = tokio::task::block_in_place(|| owned_partitions_with(cfg, secrets, &policy))
             .with_context(|| format!("reading the topics on {}", cfg.kafka.brokers))?;
-        let probe = tokio::task::block_in_place(|| {
-            AssignedReader::from_beginning(&client, &group, &owned)
-        })?;
-        let committed = tokio::task::block_in_place(|| probe.committed())?;
-        drop(probe);
+        // Committed offsets through the group's long-lived probe: no throw-away consumer
+        // of the live group (its close can hang). A fresh broker answers NotCoordinator /
+        // CoordinatorLoadInProgress for a while: retried.
+        let committed = tokio::task::block_in_place(|| {
+            rollcall_kafka::committed_offsets(&client, &group, &owned, &policy)
+        })
+        .context("reading the committed offsets")?;
+        let dlq_id = format!("{group}-{}-deadletters", cfg.rollup.instance_index);
+        let dlq = tokio::task::block_in_place(|| TxnProducer::connect(&client, &dlq_id, &policy))
+            .context("creating the dead-letter producer")?;
         // The state starts at the as-of date its rows were last written with.
         let last_as_of = committed
             .values()
@@ -183,7 +221,7 @@ impl Rollup {
                 continue;
             };
             let mut r = tokio::task::block_in_place(|| {
-                AssignedReader::from_beginning(&client, &group, std::slice::from_ref(tp))
+                AssignedReader::without_group(&client, &[(tp.clone(), None)])
             })?;
             let mut idle_since = Instant::now();
             'partition: loop {
@@ -204,7 +242,8 @@ impl Rollup {
                 for rec in &batch {
                     idle_since = Instant::now();
                     if rec.offset < c.offset {
-                        apply(&mut state, &topics, rec);
+                        // Rejections here were dead-lettered when first read.
+                        let _ = apply_or_reject(&mut state, &topics, rec);
                         replayed += 1;
                     }
                     if rec.offset >= c.offset - 1 {
@@ -245,6 +284,8 @@ impl Rollup {
             next,
             max_records: cfg.rollup.batch_max_rows.max(1),
             max_wait: Duration::from_millis(cfg.rollup.batch_max_wait_ms),
+            dead_letters: Vec::new(),
+            dlq,
         })
     }
 
@@ -279,7 +320,10 @@ impl Rollup {
                 let (max, wait) = (self.max_records, self.max_wait);
                 let batch = tokio::task::block_in_place(|| self.reader.poll_batch(max, wait));
                 for rec in &batch {
-                    apply(&mut self.state, &self.topics, rec);
+                    if let Err(rejected) = apply_or_reject(&mut self.state, &self.topics, rec) {
+                        self.dead_letters
+                            .push(rejected.into_dead_letter(rec, &self.topics));
+                    }
                     self.next
                         .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
                 }
@@ -296,7 +340,7 @@ impl Rollup {
             // The previous write must be acknowledged (and its offsets committed)
             // before the next one starts.
             if let Some(w) = in_flight.take() {
-                self.finish_write(w).await?;
+                self.finish_write(w, health, shutdown).await?;
             }
             let changes = self.state.drain_dirty();
             let rows: usize = changes.iter().map(|c| c.len()).sum();
@@ -316,7 +360,10 @@ impl Rollup {
                 last_as_of = Some(as_of);
             } else if records > 0 || last_as_of != Some(as_of) {
                 // Nothing to write (duplicates, stale records): commit at once.
-                tokio::task::block_in_place(|| self.reader.commit(&self.next, &meta))?;
+                let next = self.next.clone();
+                if !self.commit(&next, &meta, health, shutdown)? {
+                    break;
+                }
                 last_as_of = Some(as_of);
             }
             if records > 0 {
@@ -332,7 +379,7 @@ impl Rollup {
             }
             if stopping {
                 if let Some(w) = in_flight.take() {
-                    self.finish_write(w).await?;
+                    self.finish_write(w, health, shutdown).await?;
                 }
                 break;
             }
@@ -343,13 +390,54 @@ impl Rollup {
     }
 
     /// Wait for a write and commit the offsets it made durable.
-    async fn finish_write(&mut self, w: WriteInFlight) -> anyhow::Result<()> {
+    async fn finish_write(
+        &mut self,
+        w: WriteInFlight,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let (writer, result) = w.task.await.context("the ClickHouse write task failed")?;
         self.writer = Some(writer);
         result?;
         // Only now is everything up to `w.next` durable in ClickHouse.
-        tokio::task::block_in_place(|| self.reader.commit(&w.next, &w.meta))?;
+        self.commit(&w.next, &w.meta, health, shutdown)?;
         Ok(())
+    }
+
+    /// Send the pending dead letters, then commit `next`; transient Kafka errors are
+    /// retried for as long as it takes (readiness off meanwhile). `Ok(false)`: stopped
+    /// by a shutdown before it was done (nothing lost: a restart reads the records again).
+    fn commit(
+        &mut self,
+        next: &HashMap<Tp, i64>,
+        meta: &str,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let stop = || shutdown.is_cancelled();
+        let retrying = |r: bool| health.set_ready(!r);
+        let policy = forever(&stop, &retrying);
+        let done = tokio::task::block_in_place(|| {
+            if !self.dead_letters.is_empty() {
+                retry_transient("sending the rollup's dead letters", &policy, || {
+                    self.dlq.send_all(&self.dead_letters)
+                })?;
+                metrics::counter!("rollcall_rollup_dead_letters_total")
+                    .increment(self.dead_letters.len() as u64);
+                self.dead_letters.clear();
+            }
+            retry_transient("committing offsets", &policy, || {
+                self.reader.commit(next, meta)
+            })
+        });
+        match done {
+            Ok(()) => Ok(true),
+            Err(e) if shutdown.is_cancelled() && e.is_transient() => {
+                tracing::warn!(error = %e, "stopped before the offsets were committed; a restart reads them again");
+                Ok(false)
+            }
+            Err(e) => Err(e).context("the rollup cannot commit (fatal Kafka error)"),
+        }
     }
 }
 
@@ -364,9 +452,53 @@ struct WriteInFlight {
     meta: String,
 }
 
+/// Why the rollup could not use a normalized record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// `undecodable` (not a normalized event of its topic's schema) or `not_applicable`
+    /// (decoded, but outside what the state can hold, e.g. a date out of range).
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl Rejected {
+    /// The dead letter for `rec` (stage `rollup`, with its coordinates).
+    pub fn into_dead_letter(self, rec: &InRecord, topics: &Topics) -> OutRecord {
+        DeadLetter {
+            key: rec.key.clone(),
+            payload: rec.payload.clone(),
+            headers: DeadLetterHeaders {
+                stage: "rollup".into(),
+                kind: self.kind.into(),
+                reason: self.reason,
+                district: None,
+                source_key: rec
+                    .key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                source_topic: Some(rec.topic.clone()),
+                source_partition: Some(rec.partition),
+                source_offset: Some(rec.offset),
+                source_file: None,
+            },
+        }
+        .into_out_record(&topics.dead_letters())
+    }
+}
+
 /// Decode one normalized record and apply it. A record that cannot be decoded or held
-/// is counted and logged with its coordinates; it never stops the stream.
+/// is counted and logged with its coordinates; it never stops the stream (the running
+/// rollup sends it to the dead-letter topic before committing past it).
 pub fn apply(state: &mut RollupState, topics: &Topics, rec: &InRecord) -> Option<Changed> {
+    apply_or_reject(state, topics, rec).ok()
+}
+
+/// [`apply`], saying why a record was rejected.
+pub fn apply_or_reject(
+    state: &mut RollupState,
+    topics: &Topics,
+    rec: &InRecord,
+) -> Result<Changed, Rejected> {
     let entity = if rec.topic == topics.normalized("attendance") {
         "attendance"
     } else if rec.topic == topics.normalized("enrollment") {
@@ -374,16 +506,36 @@ pub fn apply(state: &mut RollupState, topics: &Topics, rec: &InRecord) -> Option
     } else {
         "calendar"
     };
+    let undecodable = |e: String| Rejected {
+        kind: "undecodable",
+        reason: format!("not a normalized {entity} record: {e}"),
+    };
+    let not_applicable = |e: String| Rejected {
+        kind: "not_applicable",
+        reason: format!("the rollup cannot apply this {entity} record: {e}"),
+    };
     let result = match entity {
         "attendance" => rollcall_avro::decode_attendance_event(&rec.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|e| state.apply_attendance(&e).map_err(|e| e.to_string())),
+            .map_err(|e| undecodable(e.to_string()))
+            .and_then(|e| {
+                state
+                    .apply_attendance(&e)
+                    .map_err(|e| not_applicable(e.to_string()))
+            }),
         "enrollment" => rollcall_avro::decode_enrollment(&rec.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|e| state.apply_enrollment(&e).map_err(|e| e.to_string())),
+            .map_err(|e| undecodable(e.to_string()))
+            .and_then(|e| {
+                state
+                    .apply_enrollment(&e)
+                    .map_err(|e| not_applicable(e.to_string()))
+            }),
         _ => rollcall_avro::decode_calendar_day(&rec.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|e| state.apply_calendar(&e).map_err(|e| e.to_string())),
+            .map_err(|e| undecodable(e.to_string()))
+            .and_then(|e| {
+                state
+                    .apply_calendar(&e)
+                    .map_err(|e| not_applicable(e.to_string()))
+            }),
     };
     match result {
         Ok(changed) => {
@@ -394,14 +546,15 @@ pub fn apply(state: &mut RollupState, topics: &Topics, rec: &InRecord) -> Option
             };
             metrics::counter!("rollcall_rollup_records_total", "entity" => entity, "outcome" => outcome)
                 .increment(1);
-            Some(changed)
+            Ok(changed)
         }
-        Err(reason) => {
+        Err(rejected) => {
             metrics::counter!("rollcall_rollup_records_total", "entity" => entity, "outcome" => "rejected")
                 .increment(1);
-            tracing::error!(topic = %rec.topic, partition = rec.partition, offset = rec.offset,
-                %reason, "normalized record rejected by the rollup; skipped (it stays in its topic)");
-            None
+            tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset,
+                kind = rejected.kind, reason = %rejected.reason,
+                "normalized record rejected by the rollup; dead-lettered");
+            Err(rejected)
         }
     }
 }

@@ -106,10 +106,19 @@ pub fn to_metrics_row(r: &MetricsRow, version: u64) -> StudentMetricsRow {
 /// Day rows from which a write is sent as two concurrent inserts.
 const PARALLEL_INSERT_ROWS: usize = 200_000;
 
+/// How long one attempt at a write may take before it counts as failed (and is
+/// retried): a hung server must not hang the rollup while it reports ready. A base plus
+/// one second per 10,000 rows (a bulk load's year of day rows takes a while).
+pub fn attempt_timeout(rows: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(rows as u64 / 10)
+}
+
 /// Writes changes in batches, retrying until ClickHouse accepts them.
 pub struct RowWriter {
     db: Client,
     clock: VersionClock,
+    /// Fixed bound per attempt instead of [`attempt_timeout`] (tests).
+    timeout: Option<Duration>,
 }
 
 impl RowWriter {
@@ -117,12 +126,22 @@ impl RowWriter {
         RowWriter {
             db,
             clock: VersionClock::default(),
+            timeout: None,
         }
     }
 
+    /// Bound every attempt by `t` instead of [`attempt_timeout`].
+    pub fn with_attempt_timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
     /// Write every upsert and tombstone of `changes`. Returns once ClickHouse has
-    /// acknowledged them all; retries with backoff meanwhile (readiness off). Fails only
-    /// on shutdown, leaving the offsets uncommitted so a restart writes them again.
+    /// acknowledged them all; retries with backoff meanwhile (readiness off). Every
+    /// attempt is bounded ([`attempt_timeout`]): a server that hangs is retried like
+    /// one that fails. Rows are versioned upserts, so a retry of a write that did land
+    /// changes nothing. Fails only on shutdown, leaving the offsets uncommitted so a
+    /// restart writes them again.
     pub async fn write(
         &mut self,
         changes: &[StudentChange],
@@ -142,11 +161,30 @@ impl RowWriter {
             .map(|c| c.metrics_upsert.len() + c.metrics_delete.len())
             .sum();
         let mut wait = Duration::from_millis(200);
+        let bound = self
+            .timeout
+            .unwrap_or_else(|| attempt_timeout(day_rows + metrics_rows));
         loop {
-            match self
-                .insert_all(changes, version, day_rows, metrics_rows)
-                .await
-            {
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(
+                    bound,
+                    self.insert_all(changes, version, day_rows, metrics_rows),
+                ) => r,
+                _ = shutdown.cancelled() => anyhow::bail!(
+                    "stopped before ClickHouse accepted the batch; it is rewritten on restart"
+                ),
+            };
+            let attempt = match attempt {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(_) => {
+                    metrics::counter!("rollcall_rollup_write_timeouts_total").increment(1);
+                    Err(anyhow::anyhow!(
+                        "ClickHouse did not answer within {} s",
+                        bound.as_secs_f64()
+                    ))
+                }
+            };
+            match attempt {
                 Ok(()) => {
                     metrics::counter!("rollcall_rollup_rows_written_total", "table" => STUDENT_DAYS)
                         .increment(day_rows as u64);
