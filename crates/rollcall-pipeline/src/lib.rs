@@ -213,6 +213,8 @@ impl Sources {
                             "poll_interval_secs": poll_interval.as_secs_f64(),
                             // the simulator's exports are year-to-date snapshots
                             "snapshots": true,
+                            // written whole and renamed into place: take them at once
+                            "settle_secs": 0,
                         }))?;
                     out.push(Box::new(rollcall_connector_csv::CsvConnector::new(
                         &format!("sim-{}", d.spec.id),

@@ -11,6 +11,7 @@ mod bench;
 mod connectors;
 mod demo;
 mod dlq;
+mod inbox;
 mod ops;
 mod simulate;
 
@@ -78,6 +79,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// File-drop inboxes: move a rejected file back to be read again.
+    Inbox {
+        #[command(subcommand)]
+        action: inbox::InboxAction,
     },
 }
 
@@ -209,6 +215,7 @@ fn real_main() -> anyhow::Result<()> {
                 DlqAction::List { filter } => dlq::summarize(&cfg, &secrets, &filter, true),
                 DlqAction::Replay { filter } => dlq::replay(&cfg, &secrets, &filter),
             },
+            Command::Inbox { action } => inbox::run(action),
             Command::Rollup { .. } | Command::Normalizer => Ok(()), // handled above
             Command::Config => {
                 println!("{}", ops::show_config(&cfg)?);
