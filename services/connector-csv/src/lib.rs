@@ -206,8 +206,13 @@ struct Current {
     digest: String,
     /// Data rows already published (or dead-lettered).
     rows_done: u64,
-    /// The file's sequence number (source versions of its rows start above it).
+    /// The file's sequence number.
     seq: u64,
+    /// The base of the file's source versions (`rollcall_connector_kit::segment_base`,
+    /// from the clock when the file was picked); `None` in a checkpoint from before
+    /// bases: `seq << 32`, the old scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version_base: Option<i64>,
     /// Snapshot mode, after the file's rows: deleting what the previous snapshot has and
     /// this one lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -651,6 +656,7 @@ impl SisConnector for CsvConnector {
                 digest,
                 rows_done: 0,
                 seq: state.files_done + 1,
+                version_base: Some(rollcall_connector_kit::segment_base_now(None)),
                 deletes: None,
                 published: 0,
                 dead: 0,
@@ -699,7 +705,10 @@ impl SisConnector for CsvConnector {
                 Some(Ok(row)) => {
                     rows += 1;
                     let line = row.line;
-                    let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
+                    let version = rollcall_connector_kit::source_version(
+                        cur.version_base.unwrap_or((cur.seq as i64) << 32),
+                        row.line,
+                    );
                     let r = to_record(
                         &self.cfg.district_id,
                         self.preset.name,
@@ -867,7 +876,10 @@ impl CsvConnector {
                     {
                         continue;
                     }
-                    let version = ((cur.seq as i64) << 32) | (row.line as i64 & 0xffff_ffff);
+                    let version = rollcall_connector_kit::source_version(
+                        cur.version_base.unwrap_or((cur.seq as i64) << 32),
+                        row.line,
+                    );
                     row.fields.insert("operation".into(), "delete".into());
                     records.push(to_record(
                         &self.cfg.district_id,
@@ -1081,7 +1093,10 @@ impl CsvConnector {
             match item {
                 interchange::Item::Record(r) => {
                     let line = r.line;
-                    let version = ((cur.seq as i64) << 32) | (ordinal as i64 & 0xffff_ffff);
+                    let version = rollcall_connector_kit::source_version(
+                        cur.version_base.unwrap_or((cur.seq as i64) << 32),
+                        ordinal,
+                    );
                     let rec = xml_record(&self.cfg.district_id, &self.id, r, version);
                     if rec.envelope.payload.len() > MAX_RAW_PAYLOAD_BYTES {
                         next.dead += 1;
