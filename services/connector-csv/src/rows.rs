@@ -764,7 +764,9 @@ mod tests {
         assert!(err.contains("student_id"), "{err}");
     }
 
-    fn all(text: &[u8]) -> Vec<(u64, Result<BTreeMap<String, String>, String>)> {
+    type Read = (u64, Result<BTreeMap<String, String>, String>);
+
+    fn all(text: &[u8]) -> Vec<Read> {
         let mut r = reader(text, "generic", Entity::Attendance, Encoding::Auto);
         let mut out = Vec::new();
         while let Some(x) = r.next_row() {
@@ -777,7 +779,7 @@ mod tests {
         out
     }
 
-    fn lines_of(rows: &[(u64, Result<BTreeMap<String, String>, String>)]) -> Vec<(u64, bool)> {
+    fn lines_of(rows: &[Read]) -> Vec<(u64, bool)> {
         rows.iter().map(|(l, r)| (*l, r.is_ok())).collect()
     }
 
