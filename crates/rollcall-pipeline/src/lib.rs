@@ -436,7 +436,15 @@ impl Pipeline {
     /// Advance the simulated clock to `day`, drop CSV exports that are due, run every
     /// connector until it is caught up, and move the rollup's as-of date to `day`.
     pub async fn step(&mut self, day: NaiveDate) -> anyhow::Result<StepReport> {
-        let r = self.sources.step(day).await?;
+        self.check_services().await?;
+        let r = tokio::time::timeout(STALL_TIMEOUT, self.sources.step(day))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the connectors did not finish the step to {day} within {STALL_TIMEOUT:?}; \
+                     check the SIS and Kafka"
+                )
+            })??;
         self.raw_records = self.sources.raw_records;
         self.dead_letters_at_source = self.sources.dead_letters_at_source;
         *self.as_of.lock().unwrap_or_else(|p| p.into_inner()) = day;
@@ -461,14 +469,20 @@ impl Pipeline {
 
     /// Wait until the normalizer and the rollup have committed everything published so
     /// far (their consumer groups' offsets reach the ends of their input topics).
-    pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<Duration> {
+    ///
+    /// Fails with a message, instead of waiting out `timeout`, as soon as the normalizer
+    /// or the rollup has stopped, or the records behind have not gone down for
+    /// [`STALL_TIMEOUT`].
+    pub async fn wait_caught_up(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let cfg = &self.sources.cfg;
+        let mut watch = StallWatch::new(STALL_TIMEOUT);
         loop {
-            let lag = pipeline_lag(cfg, &self.sources.secrets).await?;
+            self.check_services().await?;
+            let lag = pipeline_lag(&self.sources.cfg, &self.sources.secrets).await?;
             if lag == 0 {
                 // One more rollup batch interval so an as-of change is written too.
-                tokio::time::sleep(Duration::from_millis(cfg.rollup.batch_max_wait_ms * 3)).await;
+                let wait = self.sources.cfg.rollup.batch_max_wait_ms * 3;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
@@ -476,8 +490,27 @@ impl Pipeline {
                     "the pipeline did not catch up within {timeout:?} ({lag} records behind)"
                 );
             }
+            watch.observe(lag)?;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// An error if the normalizer or the rollup has stopped (with its own error).
+    pub async fn check_services(&mut self) -> anyhow::Result<()> {
+        if self.normalizer.as_ref().is_some_and(|n| n.is_finished()) {
+            let n = self.normalizer.take().context("no normalizer")?;
+            let result = tokio::task::spawn_blocking(move || n.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the normalizer thread panicked"))?;
+            result.context("the normalizer stopped")?;
+            anyhow::bail!("the normalizer stopped before the pipeline did");
+        }
+        if self.rollup.as_ref().is_some_and(|r| r.is_finished()) {
+            let r = self.rollup.take().context("no rollup")?;
+            r.await?.context("the rollup stopped")?;
+            anyhow::bail!("the rollup stopped before the pipeline did");
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -505,11 +538,12 @@ impl Pipeline {
 }
 
 /// Records the normalizer (on the raw topics) and the rollup (on the normalized topics)
-/// have not committed yet.
+/// have not committed yet. Bounded: a reading that does not answer within
+/// [`LAG_READ_TIMEOUT`] is an error, never a hang.
 pub async fn pipeline_lag(cfg: &Config, secrets: &Secrets) -> anyhow::Result<i64> {
     let (c, s) = (cfg.clone(), secrets.clone());
     let t = Topics::new(&cfg.kafka.topic_prefix);
-    tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
         let client = rollcall_kafka::client_config(&c.kafka, &s);
         let raw: Vec<String> = rollcall_kafka::ENTITIES.iter().map(|e| t.raw(e)).collect();
         let normalized: Vec<String> = rollcall_kafka::ENTITIES
@@ -520,8 +554,62 @@ pub async fn pipeline_lag(cfg: &Config, secrets: &Secrets) -> anyhow::Result<i64
             rollcall_kafka::group_lag(&client, &c.normalizer.group_id, &raw)?
                 + rollcall_kafka::group_lag(&client, &c.rollup.group_id, &normalized)?,
         )
-    })
-    .await?
+    });
+    tokio::time::timeout(LAG_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "reading the consumer groups' committed offsets from {} did not answer within {LAG_READ_TIMEOUT:?}",
+                cfg.kafka.brokers
+            )
+        })??
+}
+
+/// How long the pipeline may make no progress (a step that does not finish, records
+/// behind that do not go down) before the demo, the benches and the tests give up with
+/// a message instead of hanging.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The bound on one reading of the consumer groups' lag.
+pub const LAG_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Watches a figure that should go down (records behind): [`StallWatch::observe`]
+/// fails once it has not reached a new low for the stall interval.
+#[derive(Debug)]
+pub struct StallWatch {
+    stall: Duration,
+    best: Option<i64>,
+    since: Instant,
+}
+
+impl StallWatch {
+    pub fn new(stall: Duration) -> Self {
+        StallWatch {
+            stall,
+            best: None,
+            since: Instant::now(),
+        }
+    }
+
+    /// Record the current figure; an error if it has not gone down for the interval.
+    pub fn observe(&mut self, behind: i64) -> anyhow::Result<()> {
+        self.observe_at(behind, Instant::now())
+    }
+
+    fn observe_at(&mut self, behind: i64, now: Instant) -> anyhow::Result<()> {
+        if self.best.is_none_or(|b| behind < b) {
+            self.best = Some(behind);
+            self.since = now;
+            return Ok(());
+        }
+        let still = now.saturating_duration_since(self.since);
+        anyhow::ensure!(
+            still <= self.stall,
+            "the pipeline made no progress for {still:.0?}: still {behind} records behind; \
+             see the normalizer's and the rollup's logs (and /readyz) for the reason"
+        );
+        Ok(())
+    }
 }
 
 /// The configuration the pipeline needs on top of `cfg`: the simulated Ed-Fi secret in
@@ -547,4 +635,23 @@ pub fn prepare_config(mut cfg: Config, world: &World, repo_root: &Path) -> Confi
         }
     }
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_watch_fails_only_when_nothing_went_down_for_the_interval() {
+        let t0 = Instant::now();
+        let mut w = StallWatch::new(Duration::from_secs(10));
+        w.observe_at(100, t0).unwrap();
+        w.observe_at(100, t0 + Duration::from_secs(9)).unwrap();
+        // A new low restarts the interval.
+        w.observe_at(99, t0 + Duration::from_secs(9)).unwrap();
+        w.observe_at(120, t0 + Duration::from_secs(18)).unwrap();
+        let err = w.observe_at(99, t0 + Duration::from_secs(20)).unwrap_err();
+        assert!(err.to_string().contains("no progress"), "{err}");
+        assert!(err.to_string().contains("99 records behind"), "{err}");
+    }
 }

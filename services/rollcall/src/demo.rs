@@ -3,6 +3,7 @@
 //! through the real connectors, normalizer and rollup, shows progress, prints a summary
 //! from the BI views and writes the HTML report.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ pub fn repo_root() -> PathBuf {
         }
     }
 }
+
+/// How often the demo prints a progress line when stdout is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Row, Deserialize)]
 struct Summary {
@@ -155,6 +159,13 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // indicatif draws nothing when stdout is not a terminal (CI, a log file): print a
+    // plain progress line instead, at most every few seconds and at the end.
+    let plain = !std::io::stdout().is_terminal();
+    if plain {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut last_line = Instant::now();
     let started = Instant::now();
     let mut day = world.first_day;
     let mut raw = 0u64;
@@ -169,12 +180,23 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &DemoArgs) -> anyhow::Resu
         raw += step.raw_records;
         bar.set_position((step.day - world.first_day).num_days() as u64);
         bar.set_message(format!("{} ({raw} raw records)", step.day));
+        if plain && (last_line.elapsed() >= PLAIN_PROGRESS_EVERY || day >= through) {
+            last_line = Instant::now();
+            println!(
+                "replaying: day {}/{} ({}), {raw} raw records, {:.0?}",
+                (step.day - world.first_day).num_days(),
+                total_days,
+                step.day,
+                started.elapsed()
+            );
+        }
         if day >= through {
             break;
         }
         day += chrono::Duration::days(i64::from(args.step_days.max(1)));
     }
     bar.finish_with_message(format!("through {through} ({raw} raw records)"));
+    println!("waiting for the normalizer and the rollup to catch up ...");
     let settle = pipeline.wait_caught_up(Duration::from_secs(600)).await?;
     pipeline.stop().await?;
     println!(

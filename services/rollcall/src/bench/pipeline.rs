@@ -16,6 +16,7 @@
 //! - **Baseline**: ClickHouse's Kafka engine + a materialized view on JSON copies of
 //!   the same attendance events (see `baseline.rs` for what it does not do).
 
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,12 +25,17 @@ use chrono::NaiveDate;
 use clickhouse::Row;
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_config::{Config, Secrets};
-use rollcall_pipeline::{pipeline_lag, prepare_config, Options, Sources};
+use rollcall_pipeline::{
+    pipeline_lag, prepare_config, Options, Sources, StallWatch, STALL_TIMEOUT,
+};
 use rollcall_sis_simulator::{generate, CsvPreset, Fact, Feed, Op, Resource, SimConfig, World};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::baseline;
+
+/// How often a plain progress line is printed when stdout is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 use super::services::{self, metric_sum, Service};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -342,6 +348,8 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    // indicatif draws nothing when stdout is not a terminal: print plain lines instead.
+    let plain = !std::io::stdout().is_terminal();
     // CPU time of every process on the machine's two cores, for where the time goes.
     let local = services::local_dir(&root);
     let procs: [(&str, Option<u32>); 5] = [
@@ -371,16 +379,22 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     let sampler = {
         let (samples, stop, bar) = (samples.clone(), sampler_stop.clone(), bar.clone());
         let (n, r) = (&normalizer, &rollup);
+        let mut last_line = Instant::now();
         async move {
             while !stop.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let s = read_counters(n, r, t0.elapsed().as_secs_f64()).await?;
-                bar.set_message(format!(
+                let msg = format!(
                     "normalizer {:.0} records, rollup {:.0} records, {:.0} rows written",
                     s.normalizer_in - base.normalizer_in,
                     s.rollup_records - base.rollup_records,
                     s.rows_written - base.rows_written
-                ));
+                );
+                if plain && last_line.elapsed() >= PLAIN_PROGRESS_EVERY {
+                    last_line = Instant::now();
+                    println!("bulk phase: {msg} ({:.0?})", t0.elapsed());
+                }
+                bar.set_message(msg);
                 samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
             }
             anyhow::Ok(())
@@ -389,14 +403,17 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
     let drive = async {
         let step = sources.step_with(bulk_through, true).await?;
         let connectors_done = t0.elapsed();
+        let mut watch = StallWatch::new(STALL_TIMEOUT);
         loop {
-            if pipeline_lag(&cfg, &secrets).await? == 0 {
+            let behind = pipeline_lag(&cfg, &secrets).await?;
+            if behind == 0 {
                 break;
             }
             anyhow::ensure!(
                 t0.elapsed() < Duration::from_secs(600),
                 "the bulk phase did not drain in 10 min"
             );
+            watch.observe(behind)?;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // One more sample after the drain, then stop sampling.
@@ -598,6 +615,7 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
                 } else {
                     changes.events[shown - 1]
                 };
+                let now_ms = rollcall_connector_kit::observed_now_ms();
                 sim_handle.set_reveal_limit(Some(limit));
                 let now = Instant::now();
                 let (now_shown, later): (Vec<_>, Vec<_>) =
@@ -606,14 +624,14 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
                 pending.lock().unwrap_or_else(|p| p.into_inner()).extend(
                     now_shown
                         .into_iter()
-                        .map(|(school_id, student_id, date, cv)| Probe {
+                        .map(|(school_id, student_id, date, _cv)| Probe {
                             school_id,
                             student_id,
                             date,
-                            // An upsert read in a window (a, w] is versioned 4 * w + 1
-                            // by the Ed-Fi connector, and w >= cv: nothing read before
-                            // this record was shown carries that version.
-                            min_source_version: 4 * cv as i64 + 1,
+                            // Versions start at the clock when the Ed-Fi connector
+                            // opened the window that read the record, after it was
+                            // shown: nothing read before carries this version.
+                            min_source_version: rollcall_connector_kit::version_floor(now_ms),
                             offered: now,
                         }),
                 );
@@ -622,6 +640,13 @@ pub async fn run(cfg: Config, secrets: Secrets, args: &PipelineArgs) -> anyhow::
         }
         bar.inc(1);
         bar.set_message(format!("{day}: {} events", changes.events.len()));
+        if !std::io::stdout().is_terminal() {
+            println!(
+                "paced phase: {day}, {} events, {offered} offered so far ({:.0?})",
+                changes.events.len(),
+                paced_started.elapsed()
+            );
+        }
     }
     let paced_secs = paced_started.elapsed().as_secs_f64();
     sim_handle.set_reveal_limit(None);
