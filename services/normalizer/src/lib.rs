@@ -55,7 +55,14 @@ pub async fn run(cfg: Config, secrets: Secrets) -> anyhow::Result<()> {
     let s = shutdown.clone();
     let work = tokio::task::spawn_blocking(move || {
         let stop = || s.is_cancelled();
-        let mut worker = Worker::connect_until(&cfg, &secrets, normalizer, &stop)?;
+        let mut worker = match Worker::connect_until(&cfg, &secrets, normalizer, &stop) {
+            Ok(w) => w,
+            Err(e) if s.is_cancelled() => {
+                tracing::info!(error = %format!("{e:#}"), "shutdown during start-up");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         worker.run(&h, &s)
     });
     // Answer a shutdown at once even while still connecting (Kafka start-up calls block
