@@ -2,6 +2,7 @@
 //! a Prometheus recorder, and the `/healthz`, `/readyz`, `/metrics` HTTP endpoints.
 //! Knows nothing of Kafka, ClickHouse or attendance.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,14 +17,24 @@ use rollcall_config::{LogFormat, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// rdkafka's `BaseConsumer::drop` logs "Failed to close consumer queue on drop" at ERROR
+/// for every consumer that rollcall-kafka already closed itself (with a bound, which
+/// rdkafka's drop lacks): an error where nothing failed. That module logs nothing else
+/// an operator acts on (two warnings about ignored poll events), so it is silenced;
+/// rollcall-kafka logs its own close failures.
+const QUIET_RDKAFKA_DROP: &str = "rdkafka::consumer::base_consumer=off";
+
 /// Install the global `tracing` subscriber. Logs go to stderr. `RUST_LOG` wins over the
 /// configured level when set. Safe to call twice (the second call is a no-op).
 pub fn init_logging(cfg: &TelemetryConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(QUIET_RDKAFKA_DROP.parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
         LogFormat::Text => builder.with_target(true).try_init(),
