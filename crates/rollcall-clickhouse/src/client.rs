@@ -1,3 +1,6 @@
+use std::future::Future;
+use std::time::Duration;
+
 use clickhouse::{Client, Compression};
 use rollcall_config::{ClickHouseConfig, Secrets};
 
@@ -40,4 +43,38 @@ pub fn connect_server(cfg: &ClickHouseConfig, secrets: &Secrets) -> Client {
         c = c.with_password(p.expose());
     }
     c
+}
+
+/// The bound on one ClickHouse call made by a command (migrations, reports, the demo's
+/// summary): the `clickhouse` crate's HTTP client has none, so a server that accepts
+/// the connection and never answers would hang the caller. Generous, because a
+/// migration may rewrite a table; the rollup's writes have their own, tighter bound.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Await `call` for at most `bound`; past it, `clickhouse::error::Error::TimedOut`.
+pub async fn within<T>(
+    bound: Duration,
+    call: impl Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, clickhouse::error::Error> {
+    match tokio::time::timeout(bound, call).await {
+        Ok(r) => r,
+        Err(_) => Err(clickhouse::error::Error::TimedOut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_times_out() {
+        let never = std::future::pending::<Result<(), clickhouse::error::Error>>();
+        let r = within(Duration::from_millis(20), never).await;
+        assert!(
+            matches!(r, Err(clickhouse::error::Error::TimedOut)),
+            "{r:?}"
+        );
+        let ok = within(Duration::from_secs(1), async { Ok(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+    }
 }

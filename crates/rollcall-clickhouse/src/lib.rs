@@ -6,7 +6,7 @@ mod client;
 mod migrate;
 pub mod rows;
 
-pub use client::{connect, connect_server, ChError};
+pub use client::{connect, connect_server, within, ChError, CALL_TIMEOUT};
 pub use migrate::{
     embedded_migrations, load_migrations_dir, migrate, Migration, MigrationError, MigrationReport,
 };

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::client::{within, CALL_TIMEOUT};
 use clickhouse::{Client, Row};
 use include_dir::{include_dir, Dir};
 use serde::Deserialize;
@@ -193,28 +194,37 @@ pub async fn migrate(
         let doing = doing.to_string();
         move |source| MigrationError::Client { doing, source }
     };
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
-        .execute()
-        .await
-        .map_err(client_err("creating the database"))?;
-    server
-        .query(&format!(
-            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (\
-               version UInt32, name String, checksum String, applied_at DateTime\
-             ) ENGINE = MergeTree ORDER BY version"
-        ))
-        .execute()
-        .await
-        .map_err(client_err("creating schema_migrations"))?;
-    let applied: Vec<Applied> = server
-        .query(&format!(
-            "SELECT version, any(name), any(checksum) FROM {database}.schema_migrations \
-             GROUP BY version ORDER BY version"
-        ))
-        .fetch_all()
-        .await
-        .map_err(client_err("reading schema_migrations"))?;
+    within(
+        CALL_TIMEOUT,
+        server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+            .execute(),
+    )
+    .await
+    .map_err(client_err("creating the database"))?;
+    within(
+        CALL_TIMEOUT,
+        server
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (\
+                   version UInt32, name String, checksum String, applied_at DateTime\
+                 ) ENGINE = MergeTree ORDER BY version"
+            ))
+            .execute(),
+    )
+    .await
+    .map_err(client_err("creating schema_migrations"))?;
+    let applied: Vec<Applied> = within(
+        CALL_TIMEOUT,
+        server
+            .query(&format!(
+                "SELECT version, any(name), any(checksum) FROM {database}.schema_migrations \
+                 GROUP BY version ORDER BY version"
+            ))
+            .fetch_all(),
+    )
+    .await
+    .map_err(client_err("reading schema_migrations"))?;
 
     let mut report = MigrationReport::default();
     // Refuse before touching anything if the history does not match the files.
@@ -245,17 +255,18 @@ pub async fn migrate(
         }
         tracing::info!(migration = %label, "applying");
         for (index, statement) in m.statements(database).into_iter().enumerate() {
-            server.query(&statement).execute().await.map_err(|source| {
-                MigrationError::Statement {
+            let call = server.query(&statement).execute();
+            within(CALL_TIMEOUT, call)
+                .await
+                .map_err(|source| MigrationError::Statement {
                     version: m.version,
                     name: m.name.clone(),
                     index: index + 1,
                     statement: statement.clone(),
                     source,
-                }
-            })?;
+                })?;
         }
-        server
+        let record = server
             .query(&format!(
                 "INSERT INTO {database}.schema_migrations (version, name, checksum, applied_at) \
                  VALUES (?, ?, ?, now())"
@@ -263,7 +274,8 @@ pub async fn migrate(
             .bind(m.version)
             .bind(&m.name)
             .bind(m.checksum())
-            .execute()
+            .execute();
+        within(CALL_TIMEOUT, record)
             .await
             .map_err(client_err("recording a migration"))?;
         report.applied_now.push(label);
