@@ -156,7 +156,32 @@ pub async fn latest_school_year(client: &Client) -> Result<Option<u16>, ReportEr
 
 /// Read every view the page shows for `school_year` (the latest year with data when
 /// `None`). `database` and `generated_at` only label the page.
+///
+/// Bounded by [`rollcall_clickhouse::CALL_TIMEOUT`] as a whole: a server that accepts
+/// the connection and never answers is an error, not a hang.
 pub async fn load(
+    client: &Client,
+    school_year: Option<u16>,
+    database: &str,
+    generated_at: &str,
+) -> Result<ReportData, ReportError> {
+    let bound = rollcall_clickhouse::CALL_TIMEOUT;
+    match tokio::time::timeout(
+        bound,
+        load_unbounded(client, school_year, database, generated_at),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ChError {
+            doing: format!("reading the BI views (no answer within {bound:?})"),
+            source: rollcall_clickhouse::ClickHouseError::TimedOut,
+        }
+        .into()),
+    }
+}
+
+async fn load_unbounded(
     client: &Client,
     school_year: Option<u16>,
     database: &str,
