@@ -139,20 +139,6 @@ impl Expect {
             + self.normalizer_dl.iter().map(|(_, n)| n).sum::<u64>()
             + self.rejected.unwrap_or(0)
     }
-    fn describe(&self) -> String {
-        let mut parts = vec![format!("normalized {}", self.normalized)];
-        for (k, n) in &self.connector_dl {
-            parts.push(format!("connector dl {k}×{n}"));
-        }
-        for (k, n) in &self.normalizer_dl {
-            parts.push(format!("normalizer dl {k}×{n}"));
-        }
-        if let Some(r) = self.rejected {
-            parts.push(format!("rejected ({r} rows)"));
-        }
-        parts.push(format!("run {:?}", self.run));
-        parts.join(", ")
-    }
 }
 
 enum Input {
@@ -192,7 +178,7 @@ fn case(kind: Kind, id: &str, what: &'static str, input: Input, rows: u64, e: Ex
         preset: "generic",
         extra: json!({}),
         good: Good::Normalized,
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(30),
     }
 }
 
@@ -207,6 +193,10 @@ impl Case {
     }
     fn or(mut self, alt: Expect) -> Self {
         self.alt = Some(alt);
+        self
+    }
+    fn timeout(mut self, secs: u64) -> Self {
+        self.timeout = Duration::from_secs(secs);
         self
     }
     fn good(mut self, g: Good) -> Self {
@@ -225,7 +215,12 @@ fn data(rel: &str) -> Vec<u8> {
 }
 
 fn file(rel: &str) -> Input {
-    let name = Path::new(rel).file_name().unwrap().to_str().unwrap().to_string();
+    let name = Path::new(rel)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     Input::File {
         name,
         bytes: data(rel),
@@ -245,130 +240,393 @@ fn csv_cases() -> Vec<Case> {
     let row_dl = "csv_row_invalid";
     let head = "school_id,student_id,date,code";
     let mut v = vec![
-        c("ok", "control: three good rows", "csv/attendance_ok.csv", 3, expect().n(3)),
-        c("bom", "UTF-8 byte-order mark", "csv/attendance_bom.csv", 2, expect().n(2)),
-        c("utf16", "UTF-16LE with BOM (headers unreadable)", "csv/attendance_utf16.csv", 2,
-          expect().rej(2)),
-        c("cp1252-auto", "Windows-1252 bytes, encoding auto", "csv/attendance_cp1252.csv", 2,
-          expect().n(2)),
-        c("cp1252-strict", "Windows-1252 bytes, encoding utf-8", "csv/attendance_cp1252_strict.csv",
-          2, expect().n(1).cdl(row_dl, 1)).extra(json!({"encoding": "utf-8"})),
-        c("mixed-encodings", "a UTF-8 row and a Windows-1252 row", "csv/attendance_mixed_encodings.csv",
-          2, expect().n(2)),
-        c("semicolons", "semicolon-delimited, comma configured", "csv/attendance_semicolons.csv", 2,
-          expect().rej(2)),
-        c("tabs", "tab-delimited, comma configured", "csv/attendance_tabs.csv", 2, expect().rej(2)),
-        c("tab-config", "tab-delimited, tab configured", "csv/attendance_tab_config.csv", 2,
-          expect().n(2)).extra(json!({"delimiter": "\t"})),
-        c("missing-column", "no date column", "csv/attendance_missing_column.csv", 3,
-          expect().rej(3)),
-        c("extra-columns", "unknown extra columns", "csv/attendance_extra_columns.csv", 2,
-          expect().n(2)),
-        c("duplicate-columns", "student_id twice (the first is read)",
-          "csv/attendance_duplicate_columns.csv", 2, expect().n(2)),
-        c("short-row", "a row with fewer fields", "csv/attendance_short_row.csv", 3,
-          expect().n(2).cdl(row_dl, 1)),
-        c("long-row", "a row with more fields", "csv/attendance_long_row.csv", 3,
-          expect().n(2).cdl(row_dl, 1)),
+        c(
+            "ok",
+            "control: three good rows",
+            "csv/attendance_ok.csv",
+            3,
+            expect().n(3),
+        ),
+        c(
+            "bom",
+            "UTF-8 byte-order mark",
+            "csv/attendance_bom.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "utf16",
+            "UTF-16LE with BOM (headers unreadable)",
+            "csv/attendance_utf16.csv",
+            2,
+            expect().rej(2),
+        ),
+        c(
+            "cp1252-auto",
+            "Windows-1252 bytes, encoding auto",
+            "csv/attendance_cp1252.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "cp1252-strict",
+            "Windows-1252 bytes, encoding utf-8",
+            "csv/attendance_cp1252_strict.csv",
+            2,
+            expect().n(1).cdl(row_dl, 1),
+        )
+        .extra(json!({"encoding": "utf-8"})),
+        c(
+            "mixed-encodings",
+            "a UTF-8 row and a Windows-1252 row",
+            "csv/attendance_mixed_encodings.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "semicolons",
+            "semicolon-delimited, comma configured",
+            "csv/attendance_semicolons.csv",
+            2,
+            expect().rej(2),
+        ),
+        c(
+            "tabs",
+            "tab-delimited, comma configured",
+            "csv/attendance_tabs.csv",
+            2,
+            expect().rej(2),
+        ),
+        c(
+            "tab-config",
+            "tab-delimited, tab configured",
+            "csv/attendance_tab_config.csv",
+            2,
+            expect().n(2),
+        )
+        .extra(json!({"delimiter": "\t"})),
+        c(
+            "missing-column",
+            "no date column",
+            "csv/attendance_missing_column.csv",
+            3,
+            expect().rej(3),
+        ),
+        c(
+            "extra-columns",
+            "unknown extra columns",
+            "csv/attendance_extra_columns.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "duplicate-columns",
+            "student_id twice (the first is read)",
+            "csv/attendance_duplicate_columns.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "short-row",
+            "a row with fewer fields",
+            "csv/attendance_short_row.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
+        c(
+            "long-row",
+            "a row with more fields",
+            "csv/attendance_long_row.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
         // Line 3 opens a quote that never closes: lines 3..201 must each be accounted
         // for (a dead letter each, or the rest of the file rejected), not one record.
-        c("runaway-quote", "a quote opened on line 3 never closes (200 rows)",
-          "csv/attendance_runaway_quote.csv", 200, expect().n(1).rej(199))
-            .or(expect().n(1).cdl(row_dl, 199)),
-        c("oversized-field", "a 10 KB mapped field", "csv/attendance_oversized_field.csv", 3,
-          expect().n(2).cdl(row_dl, 1)),
-        c("empty", "an empty file", "csv/attendance_empty.csv", 0, expect().rej(0)),
-        c("header-only", "a header and no rows", "csv/attendance_header_only.csv", 0, expect()),
-        c("cr-only", "old Mac line endings (CR only)", "csv/attendance_cr_only.csv", 3,
-          expect().n(3)),
-        c("date-9999", "attendance dated 9999-12-31", "csv/attendance_date_9999.csv", 3,
-          expect().n(2).ndl("date_out_of_range", 1)),
-        c("date-0000", "attendance dated 0000-02-29", "csv/attendance_date_0000.csv", 3,
-          expect().n(2).ndl("date_out_of_range", 1)).or(expect().n(2).cdl(row_dl, 1)),
-        c("date-1969", "attendance dated 1969-09-03", "csv/attendance_date_1969.csv", 3,
-          expect().n(2).ndl("date_out_of_range", 1)),
-        c("date-impossible", "2024-02-30", "csv/attendance_date_impossible.csv", 3,
-          expect().n(2).cdl(row_dl, 1)),
-        c("date-garbage", "`yesterday` as a date", "csv/attendance_date_garbage.csv", 3,
-          expect().n(2).cdl(row_dl, 1)),
-        c("unknown-code", "a code the generic map lacks", "csv/attendance_unknown_code.csv", 3,
-          expect().n(2).ndl("unknown_code", 1)),
-        c("blank-keys", "empty, blank and missing key fields", "csv/attendance_blank_keys.csv", 4,
-          expect().n(1).cdl(row_dl, 3)),
-        c("nul-bytes", "a NUL byte inside a student id", "csv/attendance_nul_bytes.csv", 3,
-          expect().n(2).ndl("invalid_identifier", 1)).or(expect().n(2).cdl(row_dl, 1)),
-        c("control-chars", "an ANSI escape inside a student id", "csv/attendance_control_chars.csv",
-          2, expect().n(1).ndl("invalid_identifier", 1)).or(expect().n(1).cdl(row_dl, 1)),
-        c("crlf-mix", "CRLF and LF lines mixed", "csv/attendance_crlf_mix.csv", 3, expect().n(3)),
-        c("truncated-last-line", "the last line cut mid-date, no newline",
-          "csv/attendance_truncated_last_line.csv", 3, expect().n(2).cdl(row_dl, 1)),
-        c("quoted-newlines", "quoted line breaks, quotes and commas",
-          "csv/attendance_quoted_newlines.csv", 2, expect().n(2)),
-        c("spaces", "headers and values padded, headers in other case", "csv/attendance_spaces.csv",
-          2, expect().n(2)),
-        c("bad-fraction", "duration 1.5 and `abc`", "csv/attendance_bad_fraction.csv", 3,
-          expect().n(1).ndl("fraction_out_of_range", 1).ndl("invalid_duration", 1)),
-        c("school-year-mismatch", "school_year 2020 for a 2024 date",
-          "csv/attendance_school_year_mismatch.csv", 2,
-          expect().n(1).ndl("date_outside_school_year", 1)),
-        c("binary-garbage", "a line of binary bytes", "csv/attendance_binary_garbage.csv", 1,
-          expect().cdl(row_dl, 1)),
-        c("unknown-prefix", "a file name that names no entity", "csv/students_2024.csv", 2,
-          expect().rej(2)),
-        c("enrollment-exit-9999", "exit date 9999-12-31 (\"still enrolled\")",
-          "csv/enrollment_exit_9999.csv", 2, expect().n(2)),
-        c("enrollment-exit-before-entry", "exit before entry", "csv/enrollment_exit_before_entry.csv",
-          2, expect().n(1).ndl("exit_before_entry", 1)),
-        c("calendar-bad-flag", "is_instructional `maybe`", "csv/calendar_bad_instructional.csv", 2,
-          expect().n(1).ndl("invalid_value", 1)),
-        c("powerschool", "PowerSchool: no presence status; YearID not a number",
-          "csv/attendance_powerschool.csv", 3,
-          expect().n(1).ndl("unknown_code", 1).cdl(row_dl, 1)).preset("powerschool"),
-        c("powerschool-noshow", "PowerSchool no-show (ExitDate = EntryDate)",
-          "csv/enrollment_powerschool_noshow.csv", 2,
-          expect().n(1).ndl("exit_before_entry", 1)).preset("powerschool"),
+        c(
+            "runaway-quote",
+            "a quote opened on line 3 never closes (200 rows)",
+            "csv/attendance_runaway_quote.csv",
+            200,
+            expect().n(199).cdl(row_dl, 1),
+        )
+        .or(expect().n(1).rej(199)),
+        c(
+            "oversized-field",
+            "a 10 KB mapped field",
+            "csv/attendance_oversized_field.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
+        c(
+            "empty",
+            "an empty file",
+            "csv/attendance_empty.csv",
+            0,
+            expect().rej(0),
+        ),
+        c(
+            "header-only",
+            "a header and no rows",
+            "csv/attendance_header_only.csv",
+            0,
+            expect(),
+        ),
+        c(
+            "cr-only",
+            "old Mac line endings (CR only)",
+            "csv/attendance_cr_only.csv",
+            3,
+            expect().n(3),
+        ),
+        c(
+            "date-9999",
+            "attendance dated 9999-12-31",
+            "csv/attendance_date_9999.csv",
+            3,
+            expect().n(2).ndl("date_out_of_range", 1),
+        ),
+        c(
+            "date-0000",
+            "attendance dated 0000-02-29",
+            "csv/attendance_date_0000.csv",
+            3,
+            expect().n(2).ndl("date_out_of_range", 1),
+        )
+        .or(expect().n(2).cdl(row_dl, 1)),
+        c(
+            "date-1969",
+            "attendance dated 1969-09-03",
+            "csv/attendance_date_1969.csv",
+            3,
+            expect().n(2).ndl("date_out_of_range", 1),
+        ),
+        c(
+            "date-impossible",
+            "2024-02-30",
+            "csv/attendance_date_impossible.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
+        c(
+            "date-garbage",
+            "`yesterday` as a date",
+            "csv/attendance_date_garbage.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
+        c(
+            "unknown-code",
+            "a code the generic map lacks",
+            "csv/attendance_unknown_code.csv",
+            3,
+            expect().n(2).ndl("unknown_code", 1),
+        ),
+        c(
+            "blank-keys",
+            "empty, blank and missing key fields",
+            "csv/attendance_blank_keys.csv",
+            4,
+            expect().n(1).cdl(row_dl, 3),
+        ),
+        c(
+            "nul-bytes",
+            "a NUL byte inside a student id",
+            "csv/attendance_nul_bytes.csv",
+            3,
+            expect().n(2).ndl("invalid_identifier", 1),
+        )
+        .or(expect().n(2).cdl(row_dl, 1)),
+        c(
+            "control-chars",
+            "an ANSI escape inside a student id",
+            "csv/attendance_control_chars.csv",
+            2,
+            expect().n(1).ndl("invalid_identifier", 1),
+        )
+        .or(expect().n(1).cdl(row_dl, 1)),
+        c(
+            "crlf-mix",
+            "CRLF and LF lines mixed",
+            "csv/attendance_crlf_mix.csv",
+            3,
+            expect().n(3),
+        ),
+        c(
+            "truncated-last-line",
+            "the last line cut mid-date, no newline",
+            "csv/attendance_truncated_last_line.csv",
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        ),
+        c(
+            "quoted-newlines",
+            "quoted line breaks, quotes and commas",
+            "csv/attendance_quoted_newlines.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "spaces",
+            "headers and values padded, headers in other case",
+            "csv/attendance_spaces.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "bad-fraction",
+            "duration 1.5 (counts as one day), -0.5 and `abc`",
+            "csv/attendance_bad_fraction.csv",
+            3,
+            expect()
+                .n(1)
+                .ndl("fraction_out_of_range", 1)
+                .ndl("invalid_duration", 1),
+        ),
+        c(
+            "school-year-mismatch",
+            "school_year 2020 for a 2024 date",
+            "csv/attendance_school_year_mismatch.csv",
+            2,
+            expect().n(1).ndl("date_outside_school_year", 1),
+        ),
+        c(
+            "binary-garbage",
+            "a line of binary bytes",
+            "csv/attendance_binary_garbage.csv",
+            1,
+            expect().cdl(row_dl, 1),
+        ),
+        c(
+            "unknown-prefix",
+            "a file name that names no entity",
+            "csv/students_2024.csv",
+            2,
+            expect().rej(2),
+        ),
+        c(
+            "enrollment-exit-9999",
+            "exit date 9999-12-31 (\"still enrolled\")",
+            "csv/enrollment_exit_9999.csv",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "enrollment-exit-before-entry",
+            "exit before entry",
+            "csv/enrollment_exit_before_entry.csv",
+            2,
+            expect().n(1).ndl("exit_before_entry", 1),
+        ),
+        c(
+            "calendar-bad-flag",
+            "is_instructional `maybe`",
+            "csv/calendar_bad_instructional.csv",
+            2,
+            expect().n(1).ndl("invalid_value", 1),
+        ),
+        c(
+            "powerschool",
+            "PowerSchool: no presence status; YearID not a number",
+            "csv/attendance_powerschool.csv",
+            3,
+            expect().n(1).ndl("unknown_code", 1).cdl(row_dl, 1),
+        )
+        .preset("powerschool"),
+        c(
+            "powerschool-noshow",
+            "PowerSchool no-show (ExitDate = EntryDate)",
+            "csv/enrollment_powerschool_noshow.csv",
+            2,
+            expect().n(1).ndl("exit_before_entry", 1),
+        )
+        .preset("powerschool"),
         // 9/3/24 must not be read as the year 24: dead-lettered at either stage.
-        c("skyward", "Skyward: Windows-1252, an empty Category, a two-digit year 9/3/24",
-          "csv/attendance_skyward.csv", 3,
-          expect().n(1).cdl(row_dl, 1).ndl("date_out_of_range", 1))
-            .preset("skyward")
-            .or(expect().n(1).cdl(row_dl, 2)),
-        c("infinite-campus", "Infinite Campus: unknown status Q", "csv/attendance_infinite_campus.csv",
-          2, expect().n(1).ndl("unknown_code", 1)).preset("infinite_campus"),
-        c("aeries-no-codemap", "Aeries export for a district without a code map",
-          "csv/attendance_aeries.csv", 2, expect().ndl("no_code_map", 2))
-            .preset("aeries")
-            .good(Good::DeadLettered("no_code_map")),
+        c(
+            "skyward",
+            "Skyward: Windows-1252, an empty Category, a two-digit year 9/3/24",
+            "csv/attendance_skyward.csv",
+            3,
+            expect().n(1).cdl(row_dl, 1).ndl("date_out_of_range", 1),
+        )
+        .preset("skyward")
+        .or(expect().n(1).cdl(row_dl, 2)),
+        c(
+            "infinite-campus",
+            "Infinite Campus: unknown status Q",
+            "csv/attendance_infinite_campus.csv",
+            2,
+            expect().n(1).ndl("unknown_code", 1),
+        )
+        .preset("infinite_campus"),
+        c(
+            "aeries-no-codemap",
+            "Aeries export for a district without a code map",
+            "csv/attendance_aeries.csv",
+            2,
+            expect().ndl("no_code_map", 2),
+        )
+        .preset("aeries")
+        .good(Good::DeadLettered("no_code_map")),
     ];
     // Generated: big inputs.
     let mut huge = format!("{head},notes\n1,S1,2024-09-03,tardy,ok\n1,S2,2024-09-03,tardy,");
     huge.push_str(&"n".repeat(1_200_000));
     huge.push_str("\n1,S3,2024-09-03,tardy,ok\n");
-    v.push(case(Csv, "huge-unmapped-column", "a 1.2 MB unmapped column",
-        generated("attendance_huge_unmapped.csv", huge.into_bytes()), 3,
-        expect().n(2).cdl(row_dl, 1)));
+    v.push(case(
+        Csv,
+        "huge-unmapped-column",
+        "a 1.2 MB unmapped column",
+        generated("attendance_huge_unmapped.csv", huge.into_bytes()),
+        3,
+        expect().n(2).cdl(row_dl, 1),
+    ));
     let no_newline = "1,S1,2024-09-03,tardy;".repeat(100_000);
-    v.push(case(Csv, "no-newline", "2.2 MB without a single line break",
-        generated("attendance_no_newline.csv", no_newline.into_bytes()), 0, expect().rej(0)));
+    v.push(case(
+        Csv,
+        "no-newline",
+        "2.2 MB without a single line break",
+        generated("attendance_no_newline.csv", no_newline.into_bytes()),
+        0,
+        expect().rej(0),
+    ));
     let mut many = format!("{head}\n");
     for i in 0..5_000 {
         if i % 10 == 7 {
             many.push_str(&format!("1,S{i}\n"));
         } else {
-            many.push_str(&format!("1,S{i},2024-09-{:02},unexcused_absence\n", 3 + i % 20));
+            many.push_str(&format!(
+                "1,S{i},2024-09-{:02},unexcused_absence\n",
+                3 + i % 20
+            ));
         }
     }
-    v.push(case(Csv, "many-rows", "5,000 rows, every tenth short",
-        generated("attendance_many.csv", many.into_bytes()), 5_000,
-        expect().n(4_500).cdl(row_dl, 500)).extra(json!({"rows_per_batch": 700})));
+    v.push(
+        case(
+            Csv,
+            "many-rows",
+            "5,000 rows, every tenth short",
+            generated("attendance_many.csv", many.into_bytes()),
+            5_000,
+            expect().n(4_500).cdl(row_dl, 500),
+        )
+        .extra(json!({"rows_per_batch": 700})),
+    );
     let mut deep_quote = format!("{head},notes\n1,S1,2024-09-03,tardy,\"");
     for _ in 0..40_000 {
         deep_quote.push_str("1,S9,2024-09-03,tardy,x\n");
     }
     deep_quote.push_str("\"\n1,S2,2024-09-03,tardy,ok\n");
-    v.push(case(Csv, "huge-quoted-field", "a 1 MB quoted field spanning 40,000 lines",
-        generated("attendance_huge_quoted.csv", deep_quote.into_bytes()), 2,
-        expect().n(1).cdl(row_dl, 1)).or(expect().n(1).rej(1)));
+    v.push(
+        case(
+            Csv,
+            "huge-quoted-field",
+            "a 1 MB quoted field spanning 40,000 lines",
+            generated("attendance_huge_quoted.csv", deep_quote.into_bytes()),
+            3,
+            expect().n(2).cdl(row_dl, 1),
+        )
+        .or(expect().n(1).rej(2)),
+    );
     v
 }
 
@@ -377,72 +635,269 @@ fn xml_cases(xxe_url: &str) -> Vec<Case> {
     let c = |id, what, rel: &str, rows, e| case(Xml, id, what, file(rel), rows, e);
     let el_dl = "xml_element_invalid";
     let mut v = vec![
-        c("ok", "control: three events", "xml/ok.xml", 3, expect().n(3)),
-        c("not-xml", "plain text", "xml/not_xml.xml", 0, expect().rej(0)),
-        c("mismatched-tags", "</EvntDate> closes <EventDate> in element 2",
-          "xml/mismatched_tags.xml", 3, expect().n(1).rej(2)),
-        c("truncated", "cut short inside element 3", "xml/truncated.xml", 3, expect().n(2).rej(1)),
-        c("wrong-root", "root <StudentAttendanceExport>", "xml/wrong_root.xml", 3, expect().rej(3)),
-        c("wrong-namespace", "a non-Ed-Fi namespace (elements read by local name)",
-          "xml/wrong_namespace.xml", 3, expect().n(3)),
-        c("billion-laughs", "entity amplification (&lol9;)", "xml/billion_laughs.xml", 2,
-          expect().n(1).rej(1)).or(expect().n(1).cdl(el_dl, 1)),
-        c("doctype-harmless", "a DOCTYPE without entities", "xml/doctype_harmless.xml", 2,
-          expect().n(2)),
-        c("missing-student", "an event without StudentUniqueId", "xml/missing_student.xml", 3,
-          expect().n(2).cdl(el_dl, 1)),
-        c("missing-school", "an event without SchoolId", "xml/missing_school.xml", 3,
-          expect().n(2).cdl(el_dl, 1)),
-        c("unknown-elements", "<Student> and <Frobnicator> between events (skipped)",
-          "xml/unknown_elements.xml", 2, expect().n(2)),
-        c("unknown-children", "unknown children inside an event", "xml/unknown_children.xml", 1,
-          expect().n(1)),
-        c("bad-descriptor", "an unknown AttendanceEventCategory", "xml/bad_descriptor.xml", 3,
-          expect().n(2).ndl("unknown_code", 1)),
-        c("codevalue-descriptor", "a Data Standard 2.x <CodeValue> descriptor",
-          "xml/codevalue_descriptor.xml", 2, expect().n(1).ndl("missing_field", 1))
-            .or(expect().n(1).cdl(el_dl, 1)),
-        c("bad-dates", "2024-13-45 and 9/3/24", "xml/bad_date.xml", 3,
-          expect().n(1).ndl("invalid_date", 2)),
-        c("date-9999", "9999-12-31", "xml/date_9999.xml", 2, expect().n(1).ndl("date_out_of_range", 1)),
-        c("date-0000", "0000-02-29", "xml/date_0000.xml", 2, expect().n(1).ndl("date_out_of_range", 1))
-            .or(expect().n(1).ndl("invalid_date", 1)),
-        c("date-1969", "1969-09-03", "xml/date_1969.xml", 2, expect().n(1).ndl("date_out_of_range", 1)),
-        c("cdata", "a student id in CDATA", "xml/cdata.xml", 2, expect().n(2)),
-        c("comments-pis", "comments and processing instructions everywhere",
-          "xml/comments_pis.xml", 2, expect().n(2)),
-        c("empty", "an empty file", "xml/empty.xml", 0, expect().rej(0)),
-        c("root-empty-tag", "<InterchangeStudentAttendance/>", "xml/root_empty_tag.xml", 0,
-          expect().rej(0)).or(expect()),
-        c("root-no-elements", "a root with no elements", "xml/root_no_elements.xml", 0, expect()),
-        c("utf16", "UTF-16 with BOM and declaration", "xml/utf16.xml", 2, expect().n(2))
-            .or(expect().rej(2)),
-        c("latin1", "ISO-8859-1 declared, é in a student id", "xml/latin1_declared.xml", 2,
-          expect().n(2)).or(expect().rej(2)).or(expect().rej(1).n(1)),
-        c("nul-byte", "a NUL byte in a student id", "xml/nul_byte.xml", 2,
-          expect().n(1).rej(1)).or(expect().n(1).ndl("invalid_identifier", 1)),
-        c("control-chars", "&#27; in a student id", "xml/control_chars.xml", 2,
-          expect().n(1).ndl("invalid_identifier", 1)).or(expect().n(1).rej(1)),
+        c(
+            "ok",
+            "control: three events",
+            "xml/ok.xml",
+            3,
+            expect().n(3),
+        ),
+        c(
+            "not-xml",
+            "plain text",
+            "xml/not_xml.xml",
+            0,
+            expect().rej(0),
+        ),
+        c(
+            "mismatched-tags",
+            "</EvntDate> closes <EventDate> in element 2",
+            "xml/mismatched_tags.xml",
+            3,
+            expect().n(1).rej(2),
+        ),
+        c(
+            "truncated",
+            "cut short inside element 3",
+            "xml/truncated.xml",
+            3,
+            expect().n(2).rej(1),
+        ),
+        c(
+            "wrong-root",
+            "root <StudentAttendanceExport>",
+            "xml/wrong_root.xml",
+            3,
+            expect().rej(3),
+        ),
+        c(
+            "wrong-namespace",
+            "a non-Ed-Fi namespace (elements read by local name)",
+            "xml/wrong_namespace.xml",
+            3,
+            expect().n(3),
+        ),
+        c(
+            "billion-laughs",
+            "entity amplification (&lol9;)",
+            "xml/billion_laughs.xml",
+            2,
+            expect().n(1).rej(1),
+        )
+        .or(expect().n(1).cdl(el_dl, 1)),
+        c(
+            "doctype-harmless",
+            "a DOCTYPE without entities",
+            "xml/doctype_harmless.xml",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "missing-student",
+            "an event without StudentUniqueId",
+            "xml/missing_student.xml",
+            3,
+            expect().n(2).cdl(el_dl, 1),
+        ),
+        c(
+            "missing-school",
+            "an event without SchoolId",
+            "xml/missing_school.xml",
+            3,
+            expect().n(2).cdl(el_dl, 1),
+        ),
+        c(
+            "unknown-elements",
+            "<Student> and <Frobnicator> between events (skipped)",
+            "xml/unknown_elements.xml",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "unknown-children",
+            "unknown children inside an event",
+            "xml/unknown_children.xml",
+            1,
+            expect().n(1),
+        ),
+        c(
+            "bad-descriptor",
+            "an unknown AttendanceEventCategory",
+            "xml/bad_descriptor.xml",
+            3,
+            expect().n(2).ndl("unknown_code", 1),
+        ),
+        c(
+            "codevalue-descriptor",
+            "a Data Standard 2.x <CodeValue> descriptor",
+            "xml/codevalue_descriptor.xml",
+            2,
+            expect().n(1).ndl("missing_field", 1),
+        )
+        .or(expect().n(1).cdl(el_dl, 1)),
+        c(
+            "bad-dates",
+            "2024-13-45 and 9/3/24",
+            "xml/bad_date.xml",
+            3,
+            expect().n(1).ndl("invalid_date", 2),
+        ),
+        c(
+            "date-9999",
+            "9999-12-31",
+            "xml/date_9999.xml",
+            2,
+            expect().n(1).ndl("date_out_of_range", 1),
+        ),
+        c(
+            "date-0000",
+            "0000-02-29",
+            "xml/date_0000.xml",
+            2,
+            expect().n(1).ndl("date_out_of_range", 1),
+        )
+        .or(expect().n(1).ndl("invalid_date", 1)),
+        c(
+            "date-1969",
+            "1969-09-03",
+            "xml/date_1969.xml",
+            2,
+            expect().n(1).ndl("date_out_of_range", 1),
+        ),
+        c(
+            "cdata",
+            "a student id in CDATA",
+            "xml/cdata.xml",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "comments-pis",
+            "comments and processing instructions everywhere",
+            "xml/comments_pis.xml",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "empty",
+            "an empty file",
+            "xml/empty.xml",
+            0,
+            expect().rej(0),
+        ),
+        c(
+            "root-empty-tag",
+            "<InterchangeStudentAttendance/>",
+            "xml/root_empty_tag.xml",
+            0,
+            expect().rej(0),
+        )
+        .or(expect()),
+        c(
+            "root-no-elements",
+            "a root with no elements",
+            "xml/root_no_elements.xml",
+            0,
+            expect(),
+        ),
+        c(
+            "utf16",
+            "UTF-16 with BOM and declaration",
+            "xml/utf16.xml",
+            2,
+            expect().n(2),
+        )
+        .or(expect().rej(2)),
+        c(
+            "latin1",
+            "ISO-8859-1 declared, é in a student id",
+            "xml/latin1_declared.xml",
+            2,
+            expect().n(2),
+        )
+        .or(expect().rej(2))
+        .or(expect().rej(1).n(1)),
+        c(
+            "nul-byte",
+            "a NUL byte in a student id",
+            "xml/nul_byte.xml",
+            2,
+            expect().n(1).rej(1),
+        )
+        .or(expect().n(1).ndl("invalid_identifier", 1)),
+        c(
+            "control-chars",
+            "&#27; in a student id",
+            "xml/control_chars.xml",
+            2,
+            expect().n(1).ndl("invalid_identifier", 1),
+        )
+        .or(expect().n(1).rej(1)),
         // Nothing may vanish: a second root's elements are refused loudly, not skipped.
-        c("two-roots", "two interchanges concatenated", "xml/two_roots.xml", 2,
-          expect().n(1).rej(1)),
-        c("garbage-after-root", "an unclosed element after the root's end",
-          "xml/garbage_after_root.xml", 2, expect().n(2).rej(0)).or(expect().n(2)),
-        c("conflicting-schools", "the session's school differs from the school",
-          "xml/conflicting_schools.xml", 2, expect().n(1).ndl("conflicting_fields", 1)),
-        c("section-attendance", "StudentSectionAttendanceEvent (documented: dead-lettered)",
-          "xml/section_attendance.xml", 2, expect().n(1).ndl("unsupported_entity_or_format", 1)),
-        c("enrollment-exit-9999", "ExitWithdrawDate 9999-12-31", "xml/enrollment_exit_9999.xml", 2,
-          expect().n(2)),
-        c("calendar-bad-event", "an unknown CalendarEvent descriptor", "xml/calendar_bad_event.xml",
-          2, expect().n(1).ndl("unknown_code", 1)),
+        c(
+            "two-roots",
+            "two interchanges concatenated",
+            "xml/two_roots.xml",
+            2,
+            expect().n(1).rej(1),
+        ),
+        c(
+            "garbage-after-root",
+            "an unclosed element after the root's end",
+            "xml/garbage_after_root.xml",
+            2,
+            expect().n(2).rej(0),
+        )
+        .or(expect().n(2)),
+        c(
+            "conflicting-schools",
+            "the session's school differs from the school",
+            "xml/conflicting_schools.xml",
+            2,
+            expect().n(1).ndl("conflicting_fields", 1),
+        ),
+        c(
+            "section-attendance",
+            "StudentSectionAttendanceEvent (documented: dead-lettered)",
+            "xml/section_attendance.xml",
+            2,
+            expect().n(1).ndl("unsupported_entity_or_format", 1),
+        ),
+        c(
+            "section-without-section",
+            "a StudentSectionAttendanceEvent without its SectionReference",
+            "xml/section_without_section_ref.xml",
+            2,
+            expect().n(1).ndl("unsupported_entity_or_format", 1),
+        )
+        .or(expect().n(1).cdl(el_dl, 1)),
+        c(
+            "enrollment-exit-9999",
+            "ExitWithdrawDate 9999-12-31",
+            "xml/enrollment_exit_9999.xml",
+            2,
+            expect().n(2),
+        ),
+        c(
+            "calendar-unknown-event",
+            "an unknown CalendarEvent descriptor (documented: not instructional)",
+            "xml/calendar_bad_event.xml",
+            2,
+            expect().n(2),
+        ),
     ];
     let xxe = String::from_utf8(data("xml/xxe_external_entity.xml"))
         .unwrap()
         .replace("{{XXE_URL}}", xxe_url);
     v.push(
-        case(Xml, "xxe", "external entities (http and file://): never fetched",
-            generated("xxe_external_entity.xml", xxe.into_bytes()), 3, expect().n(1).rej(2))
+        case(
+            Xml,
+            "xxe",
+            "external entities (http and file://): never fetched",
+            generated("xxe_external_entity.xml", xxe.into_bytes()),
+            3,
+            expect().n(1).rej(2),
+        )
         .or(expect().n(1).cdl(el_dl, 2)),
     );
     // Generated: big inputs.
@@ -457,42 +912,82 @@ fn xml_cases(xxe_url: &str) -> Vec<Case> {
         "</a>".repeat(200_000),
         ev("S3", "")
     );
-    v.push(case(Xml, "deep-nesting", "200,000 nested elements (1.4 MB)",
-        generated("deep.xml", doc(deep).into_bytes()), 3, expect().n(2).cdl(el_dl, 1))
-        .or(expect().n(1).rej(2)));
+    v.push(
+        case(
+            Xml,
+            "deep-nesting",
+            "200,000 nested elements (1.4 MB)",
+            generated("deep.xml", doc(deep).into_bytes()),
+            3,
+            expect().n(2).cdl(el_dl, 1),
+        )
+        .or(expect().n(1).rej(2)),
+    );
     let amp = format!(
         "  <StudentSchoolAttendanceEvent><AttendanceEvent><EventDate>2024-09-03</EventDate><AttendanceEventReason>{}</AttendanceEventReason></AttendanceEvent></StudentSchoolAttendanceEvent>\n{}",
         "&amp;".repeat(200_000),
         ev("S2", "")
     );
-    v.push(case(Xml, "amp-amplified-invalid", "an invalid element of 200,000 &amp; (1 MB escaped)",
-        generated("amp.xml", doc(amp).into_bytes()), 2, expect().n(1).cdl(el_dl, 1)));
+    v.push(case(
+        Xml,
+        "amp-amplified-invalid",
+        "an invalid element of 200,000 &amp; (1 MB escaped)",
+        generated("amp.xml", doc(amp).into_bytes()),
+        2,
+        expect().n(1).cdl(el_dl, 1),
+    ));
     let huge_text = format!(
         "{}{}",
         ev("S1", &format!("<Notes>{}</Notes>", "t".repeat(2_000_000))),
         ev("S2", "")
     );
-    v.push(case(Xml, "huge-text", "2 MB of text in one element",
-        generated("huge_text.xml", doc(huge_text).into_bytes()), 2, expect().n(1).cdl(el_dl, 1)));
+    v.push(case(
+        Xml,
+        "huge-text",
+        "2 MB of text in one element",
+        generated("huge_text.xml", doc(huge_text).into_bytes()),
+        2,
+        expect().n(1).cdl(el_dl, 1),
+    ));
     let big_id = format!("{}{}", ev(&"9".repeat(300_000), ""), ev("S2", ""));
-    v.push(case(Xml, "huge-student-id", "a 300 KB StudentUniqueId (raw record over the limit)",
-        generated("huge_id.xml", doc(big_id).into_bytes()), 2, expect().n(1).cdl("*", 1))
+    v.push(
+        case(
+            Xml,
+            "huge-student-id",
+            "a 300 KB StudentUniqueId (raw record over the limit)",
+            generated("huge_id.xml", doc(big_id).into_bytes()),
+            2,
+            expect().n(1).cdl("*", 1),
+        )
         .or(expect().n(1).ndl("field_too_large", 1))
-        .or(expect().n(1).ndl("payload_too_large", 1)));
+        .or(expect().n(1).ndl("payload_too_large", 1)),
+    );
     let mut many = String::new();
     for i in 0..3_000 {
         if i % 10 == 3 {
             many.push_str(&xml_event_without_student("2024-09-03"));
         } else {
-            many.push_str(&xml_event(&format!("S{i}"), &format!("2024-09-{:02}", 3 + i % 20), ""));
+            many.push_str(&xml_event(
+                &format!("S{i}"),
+                &format!("2024-09-{:02}", 3 + i % 20),
+                "",
+            ));
         }
         if i % 7 == 0 {
             many.push_str("  <Student><StudentUniqueId>x</StudentUniqueId></Student>\n");
         }
     }
-    v.push(case(Xml, "many-elements", "3,000 events, every tenth without a student",
-        generated("many.xml", doc(many).into_bytes()), 3_000, expect().n(2_700).cdl(el_dl, 300))
-        .extra(json!({"rows_per_batch": 700})));
+    v.push(
+        case(
+            Xml,
+            "many-elements",
+            "3,000 events, every tenth without a student",
+            generated("many.xml", doc(many).into_bytes()),
+            3_000,
+            expect().n(2_700).cdl(el_dl, 300),
+        )
+        .extra(json!({"rows_per_batch": 700})),
+    );
     v
 }
 
@@ -626,10 +1121,22 @@ fn healthy(c: &mut ApiCase, req: &Req) -> Resp {
             if req.query.contains_key("pageToken") {
                 return resp(200, items_body(&c.items));
             }
-            let offset: usize = req.query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
-            let limit: usize = req.query.get("limit").and_then(|o| o.parse().ok()).unwrap_or(500);
+            let offset: usize = req
+                .query
+                .get("offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = req
+                .query
+                .get("limit")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(500);
             let end = (offset + limit).min(c.items.len());
-            let page = if offset < end { &c.items[offset..end] } else { &[][..] };
+            let page = if offset < end {
+                &c.items[offset..end]
+            } else {
+                &[][..]
+            };
             resp(200, items_body(page)).header("Total-Count", &c.items.len().to_string())
         }
         Ep::Page(..) => resp(200, "[]"),
@@ -672,7 +1179,10 @@ async fn serve_host(State(host): State<Arc<Host>>, method: Method, uri: Uri) -> 
     let r = {
         let mut cases = host.cases.lock().unwrap();
         let Some(c) = cases.get_mut(case_id) else {
-            return Response::builder().status(404).body(Body::from("no such case")).unwrap();
+            return Response::builder()
+                .status(404)
+                .body(Body::from("no such case"))
+                .unwrap();
         };
         let key = format!("{ep:?}");
         let n = *c.counts.get(&key).unwrap_or(&0);
@@ -725,7 +1235,9 @@ fn api_cases() -> Vec<Case> {
         case(Api, id, what, Input::Api { items, script }, rows, e)
     };
     let item_dl = "edfi_item_unusable";
-    let html = || resp(200, "<html><body>502 Bad Gateway</body></html>").header("Content-Type", "text/html");
+    let html = || {
+        resp(200, "<html><body>502 Bad Gateway</body></html>").header("Content-Type", "text/html")
+    };
     let retry_after = |v: &str| resp(429, "{\"message\":\"slow down\"}").header("Retry-After", v);
     let token_with = |body: &'static str| token_fails(u64::MAX, resp(200, body));
     let mut v = vec![
@@ -800,7 +1312,8 @@ fn api_cases() -> Vec<Case> {
         // Every page refused with every fresh token: the connector must give up loudly
         // (bounded), not retry forever while healthy.
         c("401-loop", "every page 401 with every fresh token", three(),
-          page_fails(u64::MAX, resp(401, "{}")), 0, expect().run(RunExpect::Failed("401"))),
+          page_fails(u64::MAX, resp(401, "{}")), 0, expect().run(RunExpect::Failed("401")))
+            .timeout(30),
         c("items-missing-keys", "an item without studentReference", vec![
               api_event("S1", "2024-09-03"),
               r#"{"id":"x","schoolReference":{"schoolId":255901001},"eventDate":"2024-09-03"}"#.into(),
@@ -852,7 +1365,7 @@ fn api_cases() -> Vec<Case> {
         c("versions-inverted", "oldest > newest", three(),
           on(|q| (q.ep == Ep::Versions)
               .then(|| resp(200, r#"{"oldestChangeVersion":50,"newestChangeVersion":10}"#))), 3,
-          expect().n(3)).or(expect().rej(3).run(RunExpect::Failed(""))),
+          expect().n(3)).or(expect().rej(3).run(RunExpect::Failed(""))).timeout(30),
         c("partitions-not-json", "token paging: partitions answered with HTML", three(),
           on(|q| (q.ep == Ep::Partitions).then(|| resp(200, "<html/>"))), 0,
           expect().run(RunExpect::Failed("token paging")))
@@ -865,19 +1378,32 @@ fn api_cases() -> Vec<Case> {
               .collect(),
           none(), 120, expect().n(120)),
     ];
-    // Generated: a 12 MB page.
+    // Generated: a 12 MB page, over the 1 MiB max_page_bytes of this case.
     let big = format!("[\"{}\"]", "z".repeat(12 << 20));
-    v.push(c("huge-body", "a 12 MB page", three(),
-        on(move |q| q.is_attendance_page().then(|| resp(200, big.clone()))), 0,
-        expect().run(RunExpect::Failed(""))));
+    v.push(
+        c(
+            "huge-body",
+            "a 12 MB page (max_page_bytes 1 MiB)",
+            three(),
+            on(move |q| q.is_attendance_page().then(|| resp(200, big.clone()))),
+            0,
+            expect().run(RunExpect::Failed("limit")),
+        )
+        .extra(json!({"max_page_bytes": 1 << 20}))
+        .timeout(30),
+    );
     // Scripts that change headers only.
     for c in v.iter_mut() {
         if c.id == "api-wrong-content-type" {
             if let Input::Api { script, items } = &mut c.input {
                 let body = items_body(items);
                 *script = on(move |q| {
-                    (q.is_attendance_page() && q.query.get("offset").map(String::as_str) == Some("0"))
-                        .then(|| resp(200, body.clone()).header("Content-Type", "text/html; charset=iso-8859-1"))
+                    (q.is_attendance_page()
+                        && q.query.get("offset").map(String::as_str) == Some("0"))
+                    .then(|| {
+                        resp(200, body.clone())
+                            .header("Content-Type", "text/html; charset=iso-8859-1")
+                    })
                 });
             }
         }
@@ -885,8 +1411,9 @@ fn api_cases() -> Vec<Case> {
             if let Input::Api { script, items } = &mut c.input {
                 let body = items_body(items);
                 *script = on(move |q| {
-                    (q.is_attendance_page() && q.query.get("offset").map(String::as_str) == Some("0"))
-                        .then(|| resp(200, body.clone()).header("Total-Count", "lots"))
+                    (q.is_attendance_page()
+                        && q.query.get("offset").map(String::as_str) == Some("0"))
+                    .then(|| resp(200, body.clone()).header("Total-Count", "lots"))
                 });
             }
         }
@@ -1015,9 +1542,30 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
+/// `text` without ANSI colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The wait of the first "retrying" line of a connector's log.
 fn logged_wait(log: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains("retrying") && l.contains("wait_ms"))?;
+    let log = strip_ansi(log);
+    let line = log
+        .lines()
+        .find(|l| l.contains("retrying") && l.contains("wait_ms"))?;
     let at = line.find("wait_ms")? + "wait_ms".len();
     let digits: String = line[at..]
         .chars()
@@ -1028,6 +1576,7 @@ fn logged_wait(log: &str) -> Option<u64> {
 }
 
 async fn run_child(
+    exe: PathBuf,
     spec: ChildSpec,
     log: PathBuf,
     timeout: Duration,
@@ -1036,12 +1585,19 @@ async fn run_child(
     let result_path = spec.result.clone();
     let _ = std::fs::remove_file(&result_path);
     let out = std::fs::File::create(&log).unwrap();
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["bad_input_corpus", "--exact", "--nocapture", "--test-threads", "1"])
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "bad_input_corpus",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD_ENV, serde_json::to_string(&spec).unwrap())
         .env(SECRET_ENV, "corpus-secret")
         .env("RUST_LOG", "info,librdkafka=warn")
         .env("RUST_BACKTRACE", "0")
+        .env("NO_COLOR", "1")
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .kill_on_drop(true)
@@ -1089,7 +1645,10 @@ async fn run_child(
         },
         None => RunOutcome::Crashed(format!(
             "exit {status} without a result; log ends: {}",
-            one_line(&text.lines().rev().take(3).collect::<Vec<_>>().join(" | "), 300)
+            one_line(
+                &text.lines().rev().take(3).collect::<Vec<_>>().join(" | "),
+                300
+            )
         )),
     }
 }
@@ -1108,7 +1667,11 @@ fn good_file(case: &Case) -> (String, Vec<u8>) {
             )
         }
         _ => {
-            let delim = case.extra.get("delimiter").and_then(Value::as_str).unwrap_or(",");
+            let delim = case
+                .extra
+                .get("delimiter")
+                .and_then(Value::as_str)
+                .unwrap_or(",");
             let text = match case.preset {
                 "powerschool" => format!(
                     "SchoolID,Student_Number,Att_Date,Att_Code,Presence_Status_CD\r\n{}",
@@ -1122,13 +1685,19 @@ fn good_file(case: &Case) -> (String, Vec<u8>) {
                     "SchoolID,StudentNumber,AttendanceDate,Category,IsTruant,DayValue\r\n{}",
                     rows(&|i| format!("9,GOOD{i},9/10/2024,Excused,N,1\r\n"))
                 ),
-                "aeries" => format!("SC,SN,DT,AL\r\n{}", rows(&|i| format!("3,GOOD{i},09/10/2024,U\r\n"))),
+                "aeries" => format!(
+                    "SC,SN,DT,AL\r\n{}",
+                    rows(&|i| format!("3,GOOD{i},09/10/2024,U\r\n"))
+                ),
                 _ => format!(
                     "school_id,student_id,date,code\n{}",
                     rows(&|i| format!("1,GOOD{i},2024-09-10,unexcused_absence\n"))
                 ),
             };
-            ("attendance_zz_good.csv".into(), text.replace(',', delim).into_bytes())
+            (
+                "attendance_zz_good.csv".into(),
+                text.replace(',', delim).into_bytes(),
+            )
         }
     }
 }
@@ -1161,17 +1730,27 @@ fn matches(seen: &Seen, rows: u64, e: &Expect) -> Result<(), String> {
         }
         rest.values().sum::<u64>() == wild
     };
-    let dl_rows = seen.connector_dl.values().sum::<u64>() + seen.normalizer_dl.values().sum::<u64>();
+    let dl_rows =
+        seen.connector_dl.values().sum::<u64>() + seen.normalizer_dl.values().sum::<u64>();
     let residual = rows as i64 - seen.normalized as i64 - dl_rows as i64;
     let mut why = Vec::new();
     if seen.normalized != e.normalized {
-        why.push(format!("normalized {} (expected {})", seen.normalized, e.normalized));
+        why.push(format!(
+            "normalized {} (expected {})",
+            seen.normalized, e.normalized
+        ));
     }
     if !kinds(&e.connector_dl, &seen.connector_dl) {
-        why.push(format!("connector dead letters {:?} (expected {:?})", seen.connector_dl, e.connector_dl));
+        why.push(format!(
+            "connector dead letters {:?} (expected {:?})",
+            seen.connector_dl, e.connector_dl
+        ));
     }
     if !kinds(&e.normalizer_dl, &seen.normalizer_dl) {
-        why.push(format!("normalizer dead letters {:?} (expected {:?})", seen.normalizer_dl, e.normalizer_dl));
+        why.push(format!(
+            "normalizer dead letters {:?} (expected {:?})",
+            seen.normalizer_dl, e.normalizer_dl
+        ));
     }
     match e.rejected {
         Some(r) => {
@@ -1179,7 +1758,9 @@ fn matches(seen: &Seen, rows: u64, e: &Expect) -> Result<(), String> {
                 why.push("the file was not rejected".into());
             }
             if residual != r as i64 {
-                why.push(format!("{residual} rows unaccounted for (expected {r} rows of the refused input)"));
+                why.push(format!(
+                    "{residual} rows unaccounted for (expected {r} rows of the refused input)"
+                ));
             }
         }
         None => {
@@ -1187,7 +1768,9 @@ fn matches(seen: &Seen, rows: u64, e: &Expect) -> Result<(), String> {
                 why.push("the file was rejected".into());
             }
             if residual != 0 {
-                why.push(format!("rows in {rows} ≠ normalized + dead letters (off by {residual})"));
+                why.push(format!(
+                    "rows in {rows} ≠ normalized + dead letters (off by {residual})"
+                ));
             }
         }
     }
@@ -1216,7 +1799,8 @@ fn run_matches(o: &RunOutcome, e: &RunExpect) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // tests/corpus/README.md: its case table is generated from the cases above
 
-const TABLE_START: &str = "<!-- cases: generated by tests/corpus.rs (ROLLCALL_CORPUS_WRITE_README=1) -->";
+const TABLE_START: &str =
+    "<!-- cases: generated by tests/corpus.rs (ROLLCALL_CORPUS_WRITE_README=1) -->";
 const TABLE_END: &str = "<!-- end of cases -->";
 
 fn outcome_text(e: &Expect) -> String {
@@ -1226,10 +1810,16 @@ fn outcome_text(e: &Expect) -> String {
     }
     for (k, n) in &e.connector_dl {
         let k = if *k == "*" { "any kind" } else { k };
-        parts.push(format!("{n} connector dead letter{} `{k}`", if *n == 1 { "" } else { "s" }));
+        parts.push(format!(
+            "{n} connector dead letter{} `{k}`",
+            if *n == 1 { "" } else { "s" }
+        ));
     }
     for (k, n) in &e.normalizer_dl {
-        parts.push(format!("{n} normalizer dead letter{} `{k}`", if *n == 1 { "" } else { "s" }));
+        parts.push(format!(
+            "{n} normalizer dead letter{} `{k}`",
+            if *n == 1 { "" } else { "s" }
+        ));
     }
     match (e.rejected, &e.run) {
         (Some(r), RunExpect::Done | RunExpect::Retried) => {
@@ -1242,8 +1832,12 @@ fn outcome_text(e: &Expect) -> String {
         RunExpect::Done => {}
         RunExpect::Retried => parts.push("request failed and retried".into()),
         RunExpect::Failed("") => parts.push("the connector stops with a clear error".into()),
-        RunExpect::Failed(t) => parts.push(format!("the connector stops with a clear error (`{t}`)")),
-        RunExpect::RetryWaitAtMost(ms) => parts.push(format!("retried after at most {} s", ms / 1000)),
+        RunExpect::Failed(t) => {
+            parts.push(format!("the connector stops with a clear error (`{t}`)"))
+        }
+        RunExpect::RetryWaitAtMost(ms) => {
+            parts.push(format!("retried after at most {} s", ms / 1000))
+        }
     }
     if parts.is_empty() {
         "nothing published, nothing refused".into()
@@ -1265,14 +1859,20 @@ fn readme_table(cases: &[Case]) -> String {
         for c in cases.iter().filter(|c| c.kind == kind) {
             let input = match &c.input {
                 Input::File { name, .. } => {
-                    let committed = ["csv", "xml"].iter().any(|d| corpus_dir().join(d).join(name).exists());
+                    let committed = ["csv", "xml"]
+                        .iter()
+                        .any(|d| corpus_dir().join(d).join(name).exists());
                     let preset = if c.kind == Kind::Csv && c.preset != "generic" {
                         format!(" ({})", c.preset)
                     } else {
                         String::new()
                     };
                     if committed {
-                        format!("{}: `{}/{name}`{preset}", c.what, if c.kind == Kind::Csv { "csv" } else { "xml" })
+                        format!(
+                            "{}: `{}/{name}`{preset}",
+                            c.what,
+                            if c.kind == Kind::Csv { "csv" } else { "xml" }
+                        )
                     } else {
                         format!("{} (generated){preset}", c.what)
                     }
@@ -1286,7 +1886,13 @@ fn readme_table(cases: &[Case]) -> String {
             if c.good != Good::Normalized {
                 outcome.push_str("; the good input after it is dead-lettered too");
             }
-            t.push_str(&format!("| `{}` | {} | {} | {} |\n", c.id, input.replace('|', "\\|"), c.rows, outcome.replace('|', "\\|")));
+            t.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                c.id,
+                input.replace('|', "\\|"),
+                c.rows,
+                outcome.replace('|', "\\|")
+            ));
         }
     }
     t
@@ -1316,7 +1922,9 @@ fn check_readme(cases: &[Case]) {
         for f in std::fs::read_dir(corpus_dir().join(dir)).unwrap() {
             let name = f.unwrap().file_name().to_string_lossy().to_string();
             assert!(
-                cases.iter().any(|c| matches!(&c.input, Input::File { name: n, .. } if *n == name)),
+                cases
+                    .iter()
+                    .any(|c| matches!(&c.input, Input::File { name: n, .. } if *n == name)),
                 "tests/corpus/{dir}/{name} is no case's input"
             );
         }
@@ -1357,7 +1965,9 @@ async fn parent() {
     let host = Arc::new(Host::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(serve_host).with_state(host.clone());
+    let app = axum::Router::new()
+        .fallback(serve_host)
+        .with_state(host.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
 
@@ -1365,18 +1975,35 @@ async fn parent() {
     cases.extend(xml_cases(&format!("{base}/xxe")));
     cases.extend(api_cases());
     for c in &cases {
-        assert_eq!(c.expect.total(), c.rows, "{}: the expectation must account for every row", c.id);
+        assert_eq!(
+            c.expect.total(),
+            c.rows,
+            "{}: the expectation must account for every row",
+            c.id
+        );
         if let Some(a) = &c.alt {
-            assert_eq!(a.total(), c.rows, "{}: the alternative must account for every row", c.id);
+            assert_eq!(
+                a.total(),
+                c.rows,
+                "{}: the alternative must account for every row",
+                c.id
+            );
         }
     }
     let mut ids = HashSet::new();
-    assert!(cases.iter().all(|c| ids.insert(c.id.clone())), "case ids are unique");
+    assert!(
+        cases.iter().all(|c| ids.insert(c.id.clone())),
+        "case ids are unique"
+    );
     for kind in [Kind::Csv, Kind::Xml, Kind::Api] {
         let n = cases.iter().filter(|c| c.kind == kind).count();
         assert!(n >= 30, "{}: {n} cases, at least 30 wanted", kind.as_str());
     }
     check_readme(&cases);
+    // ROLLCALL_CORPUS_ONLY=<text>: run only the cases whose id contains it (debugging).
+    if let Ok(only) = std::env::var("ROLLCALL_CORPUS_ONLY") {
+        cases.retain(|c| c.id.contains(only.as_str()));
+    }
 
     // Start the normalizer: it drains the raw topics while the connectors publish.
     let normalizer = build_normalizer(&cfg).unwrap();
@@ -1428,23 +2055,40 @@ async fn parent() {
                 s
             }
         };
-        prepared.push(Prepared { case: c, dir, section });
+        prepared.push(Prepared {
+            case: c,
+            dir,
+            section,
+        });
     }
     let prepared = Arc::new(prepared);
+    // The children run a copy of this binary: a rebuild of the test during the run (the
+    // checkout is shared) must not change the code under test half-way.
+    let exe = work.path().join("corpus-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
 
     // Phase 1 (the corpus input) and phase 2 (the good input, connector restarted), per
     // case, PARALLEL cases at a time.
     let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut tasks = Vec::new();
     for i in 0..prepared.len() {
-        let (prepared, sem, host, prefix) =
-            (prepared.clone(), sem.clone(), host.clone(), cfg.kafka.topic_prefix.clone());
+        let (prepared, sem, host, prefix, exe) = (
+            prepared.clone(),
+            sem.clone(),
+            host.clone(),
+            cfg.kafka.topic_prefix.clone(),
+            exe.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.unwrap();
             let p = &prepared[i];
             let c = &p.case;
             let spec = |phase: u32| ChildSpec {
-                kind: if c.kind == Kind::Api { "edfi".into() } else { "csv".into() },
+                kind: if c.kind == Kind::Api {
+                    "edfi".into()
+                } else {
+                    "csv".into()
+                },
                 name: c.id.clone(),
                 section: p.section.clone(),
                 topic_prefix: prefix.clone(),
@@ -1452,7 +2096,14 @@ async fn parent() {
             };
             let t = Instant::now();
             let watch = matches!(c.expect.run, RunExpect::RetryWaitAtMost(_));
-            let first = run_child(spec(1), p.dir.join("phase1.log"), c.timeout, watch).await;
+            let first = run_child(
+                exe.clone(),
+                spec(1),
+                p.dir.join("phase1.log"),
+                c.timeout,
+                watch,
+            )
+            .await;
             let first_time = t.elapsed();
             match &c.input {
                 Input::File { .. } => {
@@ -1466,8 +2117,14 @@ async fn parent() {
                     ac.counts.clear();
                 }
             }
-            let second =
-                run_child(spec(2), p.dir.join("phase2.log"), Duration::from_secs(60), false).await;
+            let second = run_child(
+                exe.clone(),
+                spec(2),
+                p.dir.join("phase2.log"),
+                Duration::from_secs(60),
+                false,
+            )
+            .await;
             (i, first, first_time, second)
         }));
     }
@@ -1481,7 +2138,10 @@ async fn parent() {
     // Wait (bounded) until the normalizer has committed everything in the raw topics.
     let client = rollcall_kafka::client_config(&cfg.kafka, &secrets());
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let raw_topics: Vec<String> = ["attendance", "enrollment", "calendar"].iter().map(|e| topics.raw(e)).collect();
+    let raw_topics: Vec<String> = ["attendance", "enrollment", "calendar"]
+        .iter()
+        .map(|e| topics.raw(e))
+        .collect();
     let mut tps = Vec::new();
     for t in &raw_topics {
         for p in AssignedReader::partitions_of(&client, t).unwrap() {
@@ -1513,7 +2173,10 @@ async fn parent() {
         "the normalizer stopped: {:?}",
         worker_result.map(|r| r.map_err(|e| format!("{e:#}")))
     );
-    assert_eq!(lag, 0, "the normalizer did not drain the raw topics within 120 s");
+    assert_eq!(
+        lag, 0,
+        "the normalizer did not drain the raw topics within 120 s"
+    );
 
     // Everything committed, read once.
     struct RawRec {
@@ -1527,7 +2190,11 @@ async fn parent() {
             let env = rollcall_avro::decode_raw(&r.payload).expect("raw envelopes decode");
             raw.insert(
                 (t.clone(), r.partition, r.offset),
-                RawRec { district: env.district_id, key: env.natural_key, version: env.source_version },
+                RawRec {
+                    district: env.district_id,
+                    key: env.natural_key,
+                    version: env.source_version,
+                },
             );
         }
     }
@@ -1557,9 +2224,15 @@ async fn parent() {
     for r in read_topic_to_end(&client, &topics.dead_letters(), true).unwrap() {
         let h = DeadLetterHeaders::from_pairs(&r.headers);
         if h.stage == "normalizer" {
-            let coords = (h.source_topic.clone().unwrap_or_default(), h.source_partition.unwrap_or(-1), h.source_offset.unwrap_or(-1));
+            let coords = (
+                h.source_topic.clone().unwrap_or_default(),
+                h.source_partition.unwrap_or(-1),
+                h.source_offset.unwrap_or(-1),
+            );
             if !raw.contains_key(&coords) {
-                stray.push(format!("normalizer dead letter without its raw record: {h:?}"));
+                stray.push(format!(
+                    "normalizer dead letter without its raw record: {h:?}"
+                ));
             } else if dl_of_raw.insert(coords, h.kind.clone()).is_some() {
                 stray.push(format!("a raw record dead-lettered twice: {h:?}"));
             }
@@ -1583,7 +2256,11 @@ async fn parent() {
         let s = seen.entry(r.district.clone()).or_default();
         let good = r.key.contains("GOOD");
         if let Some(kind) = dl_of_raw.get(coords) {
-            let m = if good { &mut s.good_dl } else { &mut s.normalizer_dl };
+            let m = if good {
+                &mut s.good_dl
+            } else {
+                &mut s.normalizer_dl
+            };
             *m.entry(kind.clone()).or_default() += 1;
             continue;
         }
@@ -1619,7 +2296,10 @@ async fn parent() {
             why.push(outcome_ok[0].clone().unwrap_err());
         }
         if s.vanished > 0 {
-            why.push(format!("{} raw records have neither events nor a dead letter", s.vanished));
+            why.push(format!(
+                "{} raw records have neither events nor a dead letter",
+                s.vanished
+            ));
         }
         if let RunOutcome::Panicked(_) | RunOutcome::Crashed(_) = &first {
             why.push(format!("first run: {}", first.short()));
@@ -1679,7 +2359,9 @@ async fn parent() {
     }
     let xxe = host.xxe_hits.load(Ordering::SeqCst);
     if xxe > 0 {
-        failures.push(format!("xml-xxe: the external entity was fetched {xxe} times"));
+        failures.push(format!(
+            "xml-xxe: the external entity was fetched {xxe} times"
+        ));
     }
     failures.extend(stray);
     println!(
@@ -1696,6 +2378,10 @@ async fn parent() {
     if !failures.is_empty() {
         println!("== logs under {} (kept)", work.path().display());
         let _ = work.keep();
-        panic!("{} corpus cases failed:\n{}", failures.len(), failures.join("\n"));
+        panic!(
+            "{} corpus cases failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
