@@ -294,6 +294,20 @@ pub fn service_binaries(packages: &[&str], bins: &[&str]) -> io::Result<Vec<Path
     Ok(paths)
 }
 
+/// Copies of `paths` in `dir`, so that every restart during a test runs the same code
+/// even when someone rebuilds the target directory meanwhile (a shared checkout).
+pub fn copy_binaries(paths: &[PathBuf], dir: &Path) -> io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    paths
+        .iter()
+        .map(|p| {
+            let to = dir.join(p.file_name().unwrap_or_default());
+            std::fs::copy(p, &to)?;
+            Ok(to)
+        })
+        .collect()
+}
+
 /// How to (re)start one service process.
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
