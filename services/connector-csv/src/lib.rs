@@ -152,6 +152,11 @@ struct FileState {
     /// checkpoint is committed (again after a restart, if need be).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<FileOutcome>,
+    /// The first source version no file has used yet: the floor of the next file's
+    /// version base, so a file picked within the same millisecond as the previous one
+    /// (or after the clock stepped back) still outranks it. `None` in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_version: Option<i64>,
 }
 
 /// How one file ended: the connector's per-file account. Every physical line of a
@@ -656,7 +661,7 @@ impl SisConnector for CsvConnector {
                 digest,
                 rows_done: 0,
                 seq: state.files_done + 1,
-                version_base: Some(rollcall_connector_kit::segment_base_now(None)),
+                version_base: Some(rollcall_connector_kit::segment_base_now(state.next_version)),
                 deletes: None,
                 published: 0,
                 dead: 0,
@@ -709,6 +714,7 @@ impl SisConnector for CsvConnector {
                         cur.version_base.unwrap_or((cur.seq as i64) << 32),
                         row.line,
                     );
+                    state.next_version = state.next_version.max(Some(version + 1));
                     let r = to_record(
                         &self.cfg.district_id,
                         self.preset.name,
@@ -880,6 +886,7 @@ impl CsvConnector {
                         cur.version_base.unwrap_or((cur.seq as i64) << 32),
                         row.line,
                     );
+                    state.next_version = state.next_version.max(Some(version + 1));
                     row.fields.insert("operation".into(), "delete".into());
                     records.push(to_record(
                         &self.cfg.district_id,
@@ -1097,6 +1104,7 @@ impl CsvConnector {
                         cur.version_base.unwrap_or((cur.seq as i64) << 32),
                         ordinal,
                     );
+                    state.next_version = state.next_version.max(Some(version + 1));
                     let rec = xml_record(&self.cfg.district_id, &self.id, r, version);
                     if rec.envelope.payload.len() > MAX_RAW_PAYLOAD_BYTES {
                         next.dead += 1;
