@@ -620,12 +620,12 @@ fn csv_cases() -> Vec<Case> {
         case(
             Csv,
             "huge-quoted-field",
-            "a 1 MB quoted field spanning 40,000 lines",
+            "a row whose quoted notes (1 MB) span 40,000 lines, then a good row",
             generated("attendance_huge_quoted.csv", deep_quote.into_bytes()),
-            3,
-            expect().n(2).cdl(row_dl, 1),
+            2,
+            expect().n(1).cdl(row_dl, 1),
         )
-        .or(expect().n(1).rej(2)),
+        .or(expect().rej(2)),
     );
     v
 }
@@ -1137,7 +1137,13 @@ fn healthy(c: &mut ApiCase, req: &Req) -> Resp {
             } else {
                 &[][..]
             };
-            resp(200, items_body(page)).header("Total-Count", &c.items.len().to_string())
+            let r = resp(200, items_body(page));
+            // Like the ODS/API: the count only when asked for (`totalCount=true`).
+            if req.query.get("totalCount").map(String::as_str) == Some("true") {
+                r.header("Total-Count", &c.items.len().to_string())
+            } else {
+                r
+            }
         }
         Ep::Page(..) => resp(200, "[]"),
         Ep::Other => resp(404, "{}"),
