@@ -763,8 +763,17 @@ fn compare_dead_letters(dls: &[DeadLetterId], want: &Malformed) -> Vec<String> {
         let min: usize = want.current.get(district).map_or(0, |m| m.values().sum());
         let got = distinct.get(district.as_str()).map_or(0, |s| s.len());
         if got < min || got > max {
+            let mut by_kind: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+            for d in dls.iter().filter(|d| &d.district == district) {
+                by_kind
+                    .entry((d.stage.as_str(), d.kind.as_str()))
+                    .or_default()
+                    .insert(d.identity.as_str());
+            }
+            let by_kind: BTreeMap<_, usize> =
+                by_kind.into_iter().map(|(k, v)| (k, v.len())).collect();
             diffs.push(format!(
-                "{district}: {got} distinct dead-lettered records; {min} malformed records at the end, {max} ever ({ever:?})"
+                "{district}: {got} distinct dead-lettered records {by_kind:?}; {min} malformed records at the end, {max} ever ({ever:?})"
             ));
         }
     }
