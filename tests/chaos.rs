@@ -66,13 +66,13 @@ fn scale() -> Scale {
         Ok("long") => Scale {
             name: "long",
             schools: 3,
-            students_per_school: 400,
-            kills: 80,
-            load: Duration::from_secs(480),
+            students_per_school: 250,
+            kills: 60,
+            load: Duration::from_secs(600),
             step_days: 3,
             csv_every_days: 14,
             settle: Duration::from_secs(900),
-            trend_dates: 40,
+            trend_dates: 30,
         },
         _ => Scale {
             name: "ci",

@@ -78,6 +78,8 @@ pub struct LocalStack {
     pub kafka_start: Duration,
     pub clickhouse_start: Duration,
     stopped: bool,
+    /// Held for the stack's life: one run at a time per directory.
+    _lock: std::fs::File,
 }
 
 impl LocalStack {
@@ -85,11 +87,39 @@ impl LocalStack {
     /// jars and logs of earlier runs stay), check the ports are free and start both.
     pub fn start(opts: StackOptions) -> io::Result<LocalStack> {
         std::fs::create_dir_all(&opts.local_dir)?;
+        // Another run using the same directory (and ports) would stop our services:
+        // wait for it (bounded) instead.
+        let lock = std::fs::File::create(opts.local_dir.join(".lock"))?;
+        let deadline = Instant::now() + Duration::from_secs(20 * 60);
+        let mut told = false;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    if !told {
+                        eprintln!(
+                            "{} is in use by another run; waiting for it (20 min at most)",
+                            opts.local_dir.display()
+                        );
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("{} stayed locked by another run", opts.local_dir.display()),
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
         let mut stack = LocalStack {
             opts,
             kafka_start: Duration::ZERO,
             clickhouse_start: Duration::ZERO,
             stopped: false,
+            _lock: lock,
         };
         // Leftovers of a run that could not clean up (its processes are ours by dir).
         stack.script("kafka", "stop")?;
