@@ -40,6 +40,13 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET_VAR: &str = "ROLLCALL_CHAOS_EDFI_SECRET";
 const SECRET: &str = "rollcall-secret";
+/// The service binaries run, in this order (`bins[i]`).
+const SERVICES: [&str; 4] = [
+    "rollcall-normalizer",
+    "rollcall-rollup",
+    "rollcall-connector-edfi",
+    "rollcall-connector-csv",
+];
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -899,20 +906,8 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
 
     // The service binaries (built here when missing or stale) and the private services.
     let bins = tokio::task::block_in_place(|| {
-        service_binaries(
-            &[
-                "rollcall-normalizer",
-                "rollcall-rollup",
-                "rollcall-connector-edfi",
-                "rollcall-connector-csv",
-            ],
-            &[
-                "rollcall-normalizer",
-                "rollcall-rollup",
-                "rollcall-connector-edfi",
-                "rollcall-connector-csv",
-            ],
-        )
+        // Each package's binary has the package's name.
+        service_binaries(&SERVICES, &SERVICES)
     })
     .expect("service binaries");
     let build_time = t0.elapsed();

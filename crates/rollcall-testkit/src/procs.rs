@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The repository's root (this crate lives in `crates/rollcall-testkit`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 fn env_port(var: &str, default: u16) -> io::Result<u16> {
