@@ -5,7 +5,7 @@
 //! buffered), and every physical line ends in exactly one row, bad or good, or is blank.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::BufRead;
+use std::io::{BufRead, Seek, SeekFrom};
 
 use chrono::NaiveDate;
 use rollcall_connector_kit::Entity;
@@ -37,8 +37,7 @@ pub const FIELDS: [&str; 19] = [
     "operation",
 ];
 
-/// Longest mapped field accepted, in bytes; also the longest a quoted field spanning
-/// lines may grow before it is taken for a runaway quote.
+/// Longest mapped field accepted, in bytes.
 pub const MAX_FIELD_BYTES: usize = 4096;
 
 /// Longest row accepted, all its lines together, in bytes of the file: the raw payload
@@ -85,13 +84,20 @@ struct Bound {
     transform: Option<Transform>,
 }
 
-/// One physical line: up to [`MAX_ROW_BYTES`] of its bytes, its true length, and the
-/// line break that ended it (`\n`, `\r\n`, a lone `\r`, or none at the end of the file).
+/// One physical line: up to [`MAX_ROW_BYTES`] of its bytes, its true length, the line
+/// break that ended it (`\n`, `\r\n`, a lone `\r`, or none at the end of the file), where
+/// it starts and ends in the file, and how many quote characters it holds (all of it,
+/// kept or not).
 struct Line {
     no: u64,
     bytes: Vec<u8>,
     len: u64,
     term: &'static [u8],
+    /// Offset of its first byte in the file.
+    at: u64,
+    /// Offset just past its line break.
+    end: u64,
+    quotes: u64,
 }
 
 /// Physical lines, bounded; lines handed back (after a runaway quote) come first.
@@ -99,15 +105,34 @@ struct Lines<R> {
     inner: R,
     next_no: u64,
     pending: VecDeque<Line>,
+    /// Offset in the file of the next byte `inner` gives.
+    pos: u64,
 }
 
-impl<R: BufRead> Lines<R> {
+impl<R: BufRead + Seek> Lines<R> {
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.pos += n as u64;
+    }
+
+    /// Goes back (or on) to `offset`, where line `no` starts; lines handed back are
+    /// dropped (they are read again from the file).
+    fn seek_to(&mut self, offset: u64, no: u64) -> std::io::Result<()> {
+        self.inner.seek(SeekFrom::Start(offset))?;
+        self.pos = offset;
+        self.pending.clear();
+        self.next_no = no;
+        Ok(())
+    }
+
     fn next_line(&mut self) -> std::io::Result<Option<Line>> {
         if let Some(l) = self.pending.pop_front() {
             return Ok(Some(l));
         }
+        let at = self.pos;
         let mut bytes = Vec::new();
         let mut len = 0u64;
+        let mut quotes = 0u64;
         let term: &'static [u8];
         loop {
             let buf = self.inner.fill_buf()?;
@@ -122,14 +147,15 @@ impl<R: BufRead> Lines<R> {
             let take = end.unwrap_or(buf.len());
             let room = MAX_ROW_BYTES.saturating_sub(bytes.len()).min(take);
             bytes.extend_from_slice(&buf[..room]);
+            quotes += buf[..take].iter().filter(|&&c| c == b'"').count() as u64;
             len += take as u64;
             match end {
                 Some(i) => {
                     let cr = buf[i] == b'\r';
-                    self.inner.consume(i + 1);
+                    self.consume(i + 1);
                     term = if cr {
                         if self.inner.fill_buf()?.first() == Some(&b'\n') {
-                            self.inner.consume(1);
+                            self.consume(1);
                             b"\r\n"
                         } else {
                             b"\r"
@@ -139,7 +165,7 @@ impl<R: BufRead> Lines<R> {
                     };
                     break;
                 }
-                None => self.inner.consume(take),
+                None => self.consume(take),
             }
         }
         let no = self.next_no;
@@ -149,6 +175,9 @@ impl<R: BufRead> Lines<R> {
             bytes,
             len,
             term,
+            at,
+            end: self.pos,
+            quotes,
         }))
     }
 }
@@ -163,36 +192,46 @@ enum Q {
     QuoteInQuoted,
 }
 
+/// What one byte does to the record being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// It is field content.
+    Push,
+    /// It ends the field in progress (a delimiter).
+    End,
+    /// It is quoting, not content.
+    Quote,
+}
+
+/// One step of the quoting states. [`Fields::scan`] and the look-ahead past the row cap
+/// ([`Records::read_on`]) both read through this, so they agree on every byte.
+fn step(st: Q, c: u8, delimiter: u8) -> (Q, Act) {
+    match st {
+        Q::Start if c == b'"' => (Q::Quoted, Act::Quote),
+        Q::Start | Q::Unquoted if c == delimiter => (Q::Start, Act::End),
+        Q::Start | Q::Unquoted => (Q::Unquoted, Act::Push),
+        Q::Quoted if c == b'"' => (Q::QuoteInQuoted, Act::Quote),
+        Q::Quoted => (Q::Quoted, Act::Push),
+        Q::QuoteInQuoted if c == b'"' => (Q::Quoted, Act::Push),
+        Q::QuoteInQuoted if c == delimiter => (Q::Start, Act::End),
+        Q::QuoteInQuoted => (Q::Unquoted, Act::Push),
+    }
+}
+
 /// The fields of a record being read.
 #[derive(Default)]
 struct Fields {
     data: Vec<u8>,
     ends: Vec<usize>,
-    /// Bytes of the field in progress.
-    len: usize,
-    /// The field in progress holds a line break.
-    spanning: bool,
-    /// A field holding a line break grew past [`MAX_FIELD_BYTES`].
-    runaway: bool,
 }
 
 impl Fields {
     fn push(&mut self, c: u8) {
         self.data.push(c);
-        self.len += 1;
     }
 
     fn end_field(&mut self) {
         self.ends.push(self.data.len());
-        self.check();
-        self.len = 0;
-        self.spanning = false;
-    }
-
-    fn check(&mut self) {
-        if self.spanning && self.len > MAX_FIELD_BYTES {
-            self.runaway = true;
-        }
     }
 
     fn get(&self, i: usize) -> Option<&[u8]> {
@@ -207,40 +246,19 @@ impl Fields {
 
     fn scan(&mut self, st: &mut Q, delimiter: u8, bytes: &[u8]) {
         for &c in bytes {
-            *st = match *st {
-                Q::Start if c == b'"' => Q::Quoted,
-                Q::Start | Q::Unquoted if c == delimiter => {
-                    self.end_field();
-                    Q::Start
-                }
-                Q::Start | Q::Unquoted => {
-                    self.push(c);
-                    Q::Unquoted
-                }
-                Q::Quoted if c == b'"' => Q::QuoteInQuoted,
-                Q::Quoted => {
-                    self.push(c);
-                    Q::Quoted
-                }
-                Q::QuoteInQuoted if c == b'"' => {
-                    self.push(c);
-                    Q::Quoted
-                }
-                Q::QuoteInQuoted if c == delimiter => {
-                    self.end_field();
-                    Q::Start
-                }
-                Q::QuoteInQuoted => {
-                    self.push(c);
-                    Q::Unquoted
-                }
-            };
+            let (next, act) = step(*st, c, delimiter);
+            match act {
+                Act::Push => self.push(c),
+                Act::End => self.end_field(),
+                Act::Quote => {}
+            }
+            *st = next;
         }
-        self.check();
     }
 }
 
-/// One record out of the lines: its fields, or why it is a bad row.
+/// One record out of the lines: its fields, or why it is a bad row (`lines`: the
+/// physical lines it covers).
 enum Rec {
     Fields {
         line: u64,
@@ -250,16 +268,33 @@ enum Rec {
     },
     Bad {
         line: u64,
+        lines: u64,
         reason: String,
         raw: Vec<u8>,
     },
 }
 
+/// How a record too big to hold ends, read on in the file without being kept.
+struct ReadOn {
+    /// The quote closed and the record ended (at a line break outside quotes, or at the
+    /// end of the file); `false`: the file ended inside the quote.
+    closed: bool,
+    /// The record's fields, all of them.
+    fields: usize,
+    /// Line breaks inside quotes passed after the point reading went on from.
+    breaks: u64,
+    /// Bytes read on, its final line break included.
+    bytes: u64,
+}
+
 /// Splits lines into records. A record is one line, or several when a quoted field
 /// holds line breaks. A record spanning lines that cannot be a row — the file ends
-/// inside its quote, the quoted field grows past [`MAX_FIELD_BYTES`], the record past
-/// [`MAX_ROW_BYTES`], or it has the wrong number of fields — is a **runaway quote**: its
-/// first line alone is a bad row, and the lines after it are read again as rows.
+/// inside its quote, or the lines it joins have the wrong number of fields — is a
+/// **runaway quote**: its first line alone is a bad row, and the lines after it are read
+/// again as rows. A record that is a row but longer than [`MAX_ROW_BYTES`] is read on in
+/// the file without being kept, to its end: it is one bad row covering all its lines,
+/// and reading goes on after it. Only what is still a runaway then goes back in the file
+/// (to the line after its first).
 struct Records<R> {
     lines: Lines<R>,
     delimiter: u8,
@@ -269,7 +304,7 @@ struct Records<R> {
     at_start: bool,
 }
 
-impl<R: BufRead> Records<R> {
+impl<R: BufRead + Seek> Records<R> {
     fn next_record(&mut self, width: Option<usize>) -> std::io::Result<Option<Rec>> {
         let mut first = loop {
             match self.lines.next_line()? {
@@ -288,14 +323,18 @@ impl<R: BufRead> Records<R> {
             }
         };
         if first.len > MAX_ROW_BYTES as u64 {
-            return Ok(Some(Rec::Bad {
-                line: first.no,
-                reason: format!(
-                    "the row is {} bytes long (at most {MAX_ROW_BYTES}); it was read past, not kept",
-                    first.len
-                ),
-                raw: std::mem::take(&mut first.bytes),
-            }));
+            if first.quotes == 0 {
+                // No quote anywhere on it: one line, whatever else it holds.
+                return Ok(Some(Rec::Bad {
+                    line: first.no,
+                    lines: 1,
+                    reason: too_long(first.len),
+                    raw: std::mem::take(&mut first.bytes),
+                }));
+            }
+            // Only its start is held: how its quotes end is read from the file.
+            let (at, no) = (first.at, first.no);
+            return self.past_cap(first, Vec::new(), at, no, Q::Start, 0, width);
         }
         let mut st = Q::Start;
         let mut fields = Fields::default();
@@ -311,59 +350,43 @@ impl<R: BufRead> Records<R> {
         }
         // A quoted field goes on past the line break.
         let mut total = first.len as usize;
-        let mut held = vec![first];
+        let mut held: Vec<Line> = Vec::new();
         loop {
             let Some(next) = self.lines.next_line()? else {
-                return Ok(Some(self.runaway(held, "the file ends inside it".into())));
+                return Ok(Some(self.runaway(
+                    first,
+                    held,
+                    "the file ends inside it".into(),
+                )));
             };
-            let term = held.last().expect("held").term;
+            let term = held.last().unwrap_or(&first).term;
+            total += term.len() + next.len as usize;
+            if total > MAX_ROW_BYTES {
+                // Too big to hold: read on from this line without keeping it.
+                let (at, no) = (next.at, next.no);
+                let ended = fields.count();
+                return self.past_cap(first, held, at, no, st, ended, width);
+            }
             for &c in term {
                 fields.push(c);
             }
-            fields.spanning = true;
-            total += term.len() + next.len as usize;
-            if total > MAX_ROW_BYTES {
-                held.push(next);
-                return Ok(Some(self.runaway(
-                    held,
-                    format!("the row would grow past {MAX_ROW_BYTES} bytes"),
-                )));
-            }
             fields.scan(&mut st, self.delimiter, &next.bytes);
             held.push(next);
-            if fields.runaway {
-                return Ok(Some(self.runaway(
-                    held,
-                    format!("the quoted field grows past {MAX_FIELD_BYTES} bytes"),
-                )));
-            }
             if st == Q::Quoted {
                 continue;
             }
             fields.end_field();
-            if fields.runaway {
-                return Ok(Some(self.runaway(
-                    held,
-                    format!("the quoted field grows past {MAX_FIELD_BYTES} bytes"),
-                )));
-            }
             if let Some(w) = width.filter(|w| *w != fields.count()) {
                 let why = format!(
                     "the {} lines it would join have {} fields; the header has {w}",
-                    held.len(),
+                    held.len() + 1,
                     fields.count()
                 );
-                return Ok(Some(self.runaway(held, why)));
+                return Ok(Some(self.runaway(first, held, why)));
             }
-            let mut raw = Vec::with_capacity(total);
-            let lines = held.len() as u64;
-            let line = held[0].no;
-            for (i, l) in held.iter().enumerate() {
-                raw.extend_from_slice(&l.bytes);
-                if i + 1 < held.len() {
-                    raw.extend_from_slice(l.term);
-                }
-            }
+            let lines = held.len() as u64 + 1;
+            let line = first.no;
+            let raw = join(&first, &held);
             return Ok(Some(Rec::Fields {
                 line,
                 lines,
@@ -373,19 +396,145 @@ impl<R: BufRead> Records<R> {
         }
     }
 
-    fn runaway(&mut self, mut held: Vec<Line>, why: String) -> Rec {
-        let first = held.remove(0);
+    /// A record longer than [`MAX_ROW_BYTES`]: `first` and `held` are what is kept of
+    /// it; reading goes on at `at` (line `no`) in quoting state `st` with `ended` fields
+    /// ended, streaming, to the record's end. A record that ends with the header's width
+    /// is one bad row of all its lines; otherwise it is a runaway quote.
+    #[allow(clippy::too_many_arguments)]
+    fn past_cap(
+        &mut self,
+        first: Line,
+        held: Vec<Line>,
+        at: u64,
+        no: u64,
+        st: Q,
+        ended: usize,
+        width: Option<usize>,
+    ) -> std::io::Result<Option<Rec>> {
+        self.lines.seek_to(at, no)?;
+        let on = self.read_on(st, ended)?;
+        let last = no + on.breaks;
+        // One line over the cap is a bad row of its own, whatever its width.
+        if on.closed && (last == first.no || width.is_none_or(|w| w == on.fields)) {
+            self.lines.next_no = last + 1;
+            let lines = last - first.no + 1;
+            let bytes = at - first.at + on.bytes;
+            let reason = if lines == 1 {
+                too_long(first.len)
+            } else {
+                format!(
+                    "the row spans {lines} lines (a quoted field holds line breaks) and is {bytes} bytes long (at most {MAX_ROW_BYTES}); it was read past, not kept"
+                )
+            };
+            let mut raw = join(&first, &held);
+            raw.truncate(MAX_ROW_BYTES);
+            return Ok(Some(Rec::Bad {
+                line: first.no,
+                lines,
+                reason,
+                raw,
+            }));
+        }
+        let why = if !on.closed {
+            format!("the file ends inside it (read on past {MAX_ROW_BYTES} bytes, to the end)")
+        } else {
+            format!(
+                "the {} lines it would join have {} fields; the header has {}",
+                last - first.no + 1,
+                on.fields,
+                width.unwrap_or_default()
+            )
+        };
+        // Back to the line after the first: every one of them is read as a row again.
+        let (end, next) = (first.end, first.no + 1);
+        self.lines.seek_to(end, next)?;
+        Ok(Some(self.runaway(first, Vec::new(), why)))
+    }
+
+    /// Reads on from the current position in quoting state `st`, keeping nothing, to
+    /// where the record ends: a line break outside quotes (consumed), or the end of the
+    /// file. Through [`step`], as [`Fields::scan`] reads.
+    fn read_on(&mut self, mut st: Q, mut ended: usize) -> std::io::Result<ReadOn> {
+        let mut on = ReadOn {
+            closed: false,
+            fields: 0,
+            breaks: 0,
+            bytes: 0,
+        };
+        let mut after_cr = false;
+        loop {
+            let buf = self.lines.inner.fill_buf()?;
+            if buf.is_empty() {
+                on.closed = st != Q::Quoted;
+                on.fields = ended + 1;
+                return Ok(on);
+            }
+            let mut used = 0;
+            let mut end: Option<u8> = None;
+            for &c in buf {
+                used += 1;
+                if std::mem::take(&mut after_cr) && c == b'\n' {
+                    // The second half of a quoted `\r\n`.
+                    continue;
+                }
+                if c == b'\n' || c == b'\r' {
+                    if st == Q::Quoted {
+                        on.breaks += 1;
+                        after_cr = c == b'\r';
+                        continue;
+                    }
+                    end = Some(c);
+                    break;
+                }
+                let (next, act) = step(st, c, self.delimiter);
+                if act == Act::End {
+                    ended += 1;
+                }
+                st = next;
+            }
+            self.lines.consume(used);
+            on.bytes += used as u64;
+            if let Some(c) = end {
+                if c == b'\r' && self.lines.inner.fill_buf()?.first() == Some(&b'\n') {
+                    self.lines.consume(1);
+                    on.bytes += 1;
+                }
+                on.closed = true;
+                on.fields = ended + 1;
+                return Ok(on);
+            }
+        }
+    }
+
+    fn runaway(&mut self, first: Line, held: Vec<Line>, why: String) -> Rec {
         for l in held.into_iter().rev() {
             self.lines.pending.push_front(l);
         }
         Rec::Bad {
             line: first.no,
+            lines: 1,
             reason: format!(
                 "runaway quote: a quoted field opened on this line is not closed on it, and {why}; this line is a bad row of its own and the next line is read as a new row"
             ),
             raw: first.bytes,
         }
     }
+}
+
+fn too_long(len: u64) -> String {
+    format!("the row is {len} bytes long (at most {MAX_ROW_BYTES}); it was read past, not kept")
+}
+
+/// A record's lines as in the file (the line breaks between them included).
+fn join(first: &Line, rest: &[Line]) -> Vec<u8> {
+    let mut raw = first.bytes.clone();
+    let mut term = first.term;
+    for l in rest {
+        raw.extend_from_slice(term);
+        raw.extend_from_slice(&l.bytes);
+        term = l.term;
+    }
+    raw
 }
 
 fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ()> {
@@ -411,20 +560,24 @@ pub struct RowReader<R: BufRead> {
     entity: Entity,
 }
 
-impl<R: BufRead> RowReader<R> {
+impl<R: BufRead + Seek> RowReader<R> {
     pub fn new(
-        input: R,
+        mut input: R,
         delimiter: u8,
         encoding: Encoding,
         columns: ColumnMap,
         date_formats: &'static [&'static str],
         entity: Entity,
     ) -> Result<Self, String> {
+        let pos = input
+            .stream_position()
+            .map_err(|e| format!("cannot read the file: {e}"))?;
         let mut records = Records {
             lines: Lines {
                 inner: input,
                 next_no: 1,
                 pending: VecDeque::new(),
+                pos,
             },
             delimiter,
             blank: 0,
@@ -498,10 +651,15 @@ impl<R: BufRead> RowReader<R> {
                     self.records.lines.next_no - 1
                 ))))
             }
-            Ok(Some(Rec::Bad { line, reason, raw })) => {
+            Ok(Some(Rec::Bad {
+                line,
+                lines,
+                reason,
+                raw,
+            })) => {
                 return Some(Err(RowError::Row {
                     line,
-                    lines: 1,
+                    lines,
                     reason,
                     raw,
                 }))
@@ -675,10 +833,12 @@ mod tests {
     use super::*;
     use crate::presets::preset;
 
-    fn reader<'a>(text: &'a [u8], p: &str, entity: Entity, enc: Encoding) -> RowReader<&'a [u8]> {
+    type Text<'a> = std::io::Cursor<&'a [u8]>;
+
+    fn reader<'a>(text: &'a [u8], p: &str, entity: Entity, enc: Encoding) -> RowReader<Text<'a>> {
         let p = preset(p).unwrap();
         RowReader::new(
-            text,
+            std::io::Cursor::new(text),
             b',',
             enc,
             p.columns(entity).clone(),
@@ -752,7 +912,7 @@ mod tests {
     fn a_missing_required_column_refuses_the_file() {
         let p = preset("generic").unwrap();
         let err = RowReader::new(
-            &b"school_id,date,code\n"[..],
+            std::io::Cursor::new(&b"school_id,date,code\n"[..]),
             b',',
             Encoding::Auto,
             p.columns(Entity::Attendance).clone(),
@@ -792,7 +952,7 @@ mod tests {
         // The quote closes on a later line but the joined record has the wrong width.
         let rows = all(b"school_id,student_id,date,code\n1,S1,2024-09-03,\"A\n1,S2,2024-09-03,\"B\",extra\n1,S3,2024-09-03,C\n");
         assert_eq!(lines_of(&rows), [(2, false), (3, false), (4, true)]);
-        // The quoted field grows past 4 KiB: stopped there, not at the end of the file.
+        // The file ends inside a quote 2,000 lines (40 KB) later.
         let mut text = b"school_id,student_id,date,code\n1,S0,2024-09-03,\"A\n".to_vec();
         for i in 1..2_000 {
             text.extend_from_slice(format!("1,S{i},2024-09-03,B\n").as_bytes());
@@ -805,6 +965,98 @@ mod tests {
         let rows = all(b"school_id,student_id,date,code,reason\n1,S1,2024-09-03,A,\"two\nlines\"\n\n1,S2,2024-09-03,A,x\n");
         assert_eq!(lines_of(&rows), [(2, true), (5, true)]);
         assert_eq!(rows[0].1.as_ref().unwrap()["reason"], "two\nlines");
+    }
+
+    /// A quoted `notes` field of `n` lines (`line` each), closed, then a good row.
+    fn huge_quoted(n: usize, line: &str, eol: &str) -> Vec<u8> {
+        let mut text = format!("school_id,student_id,date,code,reason{eol}1,S1,2024-09-03,A,\"");
+        for _ in 0..n {
+            text.push_str(line);
+            text.push_str(eol);
+        }
+        text.push_str(&format!("\"{eol}1,S2,2024-09-03,A,ok{eol}"));
+        text.into_bytes()
+    }
+
+    #[test]
+    fn a_quoted_field_past_the_row_cap_that_closes_is_one_bad_row_of_all_its_lines() {
+        for eol in ["\n", "\r\n", "\r"] {
+            // 40,000 lines inside the quote (~1 MB), each of them shaped like a row.
+            let text = huge_quoted(40_000, "1,S9,2024-09-03,A,x", eol);
+            let mut r = reader(&text, "generic", Entity::Attendance, Encoding::Auto);
+            match r.next_row() {
+                Some(Err(RowError::Row {
+                    line,
+                    lines,
+                    reason,
+                    raw,
+                })) => {
+                    assert_eq!((line, lines), (2, 40_001), "{eol:?}");
+                    assert!(reason.contains("spans 40001 lines"), "{reason}");
+                    assert!(raw.len() <= MAX_ROW_BYTES);
+                    assert!(raw.starts_with(b"1,S1,2024-09-03,A,\"1,S9"));
+                }
+                Some(Ok(row)) => panic!("{eol:?}: a row at line {}", row.line),
+                Some(Err(e)) => panic!("{eol:?}: {e}"),
+                None => panic!("{eol:?}: no row"),
+            }
+            assert_eq!(r.lines_consumed(), 40_002);
+            let row = r.next_row().unwrap().ok().unwrap();
+            assert_eq!(
+                (row.line, row.fields["student_id"].as_str()),
+                (40_003, "S2")
+            );
+            assert!(r.next_row().is_none(), "{eol:?}");
+            assert_eq!(r.lines_consumed(), 40_003);
+        }
+        // One quoted line over the cap, its quote closed on the next line.
+        let mut text = b"school_id,student_id,date,code,reason\n1,S1,2024-09-03,A,\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 2 * MAX_ROW_BYTES));
+        text.extend_from_slice(b"\n\"\"y\"\n1,S2,2024-09-03,A,ok\n");
+        let rows = all(&text);
+        assert_eq!(lines_of(&rows), [(2, false), (4, true)]);
+        assert!(rows[0].1.as_ref().unwrap_err().contains("spans 2 lines"));
+    }
+
+    #[test]
+    fn a_runaway_quote_past_the_row_cap_still_gives_back_the_lines_after_it() {
+        // Never closed: 20,000 lines (~460 KB) after it, read again as rows.
+        let mut text = b"school_id,student_id,date,code\n1,S0,2024-09-03,\"A\n".to_vec();
+        for i in 1..20_000 {
+            text.extend_from_slice(format!("1,S{i},2024-09-03,B\n").as_bytes());
+        }
+        let rows = all(&text);
+        assert_eq!(rows.len(), 20_000);
+        assert!(rows[0].1.as_ref().unwrap_err().contains("runaway quote"));
+        assert!(rows[1..].iter().all(|r| r.1.is_ok()));
+        assert_eq!(rows[19_999].0, 20_001);
+        // Closed far away, but the lines it would join are no row: the same.
+        let mut text = b"school_id,student_id,date,code\n1,S0,2024-09-03,\"A\n".to_vec();
+        for i in 1..20_000 {
+            text.extend_from_slice(format!("1,S{i},2024-09-03,B\n").as_bytes());
+        }
+        text.extend_from_slice(b"\"1\",S20000,2024-09-03,C\n1,S20001,2024-09-03,D\n");
+        let rows = all(&text);
+        assert_eq!(rows.len(), 20_002);
+        let why = rows[0].1.as_ref().unwrap_err();
+        assert!(
+            why.contains("runaway quote") && why.contains("fields"),
+            "{why}"
+        );
+        assert!(rows[1..].iter().all(|r| r.1.is_ok()));
+        assert_eq!(rows[20_001].0, 20_003);
+    }
+
+    #[test]
+    fn a_quoted_field_of_several_lines_under_the_row_cap_is_a_row() {
+        // 10 KB of notes over 500 lines, in an unmapped column.
+        let mut text = b"school_id,student_id,date,code,notes\n1,S1,2024-09-03,A,\"".to_vec();
+        for _ in 0..500 {
+            text.extend_from_slice(b"1,S9,2024-09-03,x\n");
+        }
+        text.extend_from_slice(b"\"\n1,S2,2024-09-03,A,ok\n");
+        let rows = all(&text);
+        assert_eq!(lines_of(&rows), [(2, true), (503, true)]);
     }
 
     #[test]
@@ -839,9 +1091,10 @@ mod tests {
         for input in inputs {
             let mut ours = Records {
                 lines: Lines {
-                    inner: input,
+                    inner: std::io::Cursor::new(input),
                     next_no: 1,
                     pending: VecDeque::new(),
+                    pos: 0,
                 },
                 delimiter: b',',
                 blank: 0,

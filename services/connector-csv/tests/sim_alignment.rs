@@ -106,7 +106,7 @@ fn ingest(
 ) -> (Vec<Canonical>, Vec<Refused>) {
     let p = preset(preset_name).unwrap();
     let mut reader = RowReader::new(
-        bytes,
+        std::io::Cursor::new(bytes),
         b',',
         Encoding::Auto,
         p.columns(entity).clone(),
