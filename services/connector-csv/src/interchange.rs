@@ -599,6 +599,7 @@ impl<R: BufRead> InterchangeReader<R> {
                             )));
                         }
                         self.done = true;
+                        self.after_root()?;
                         return Ok(None);
                     }
                     depth -= 1;
@@ -673,6 +674,53 @@ impl<R: BufRead> InterchangeReader<R> {
                     ));
                 }
             }
+        }
+    }
+}
+
+impl<R: BufRead> InterchangeReader<R> {
+    /// After the root's end: only whitespace, comments and processing instructions may
+    /// follow. Anything else (a second root, an element, text) refuses the rest of the
+    /// file, with its line: nothing of it is read into rows.
+    fn after_root(&mut self) -> Result<(), FileError> {
+        loop {
+            self.buf.clear();
+            let xml = self.xml.as_mut().expect("reader present");
+            xml.get_mut().begin_event();
+            let line = xml.get_ref().lines + 1;
+            let what = match xml.read_event_into(&mut self.buf) {
+                Ok(Event::Eof) => return Ok(()),
+                Ok(Event::Comment(_) | Event::PI(_)) => continue,
+                Ok(Event::Text(t)) => {
+                    if t.bytes().all(|b| b.is_ascii_whitespace()) && !xml.get_ref().truncated {
+                        continue;
+                    }
+                    "text".to_string()
+                }
+                Ok(Event::Start(e) | Event::Empty(e)) => {
+                    let tag = local(&e.name().as_ref().to_string());
+                    if tag.starts_with("Interchange") {
+                        format!("a second root element <{tag}> (two interchanges in one file? drop each in a file of its own)")
+                    } else {
+                        format!("an element <{tag}>")
+                    }
+                }
+                Ok(Event::Decl(_)) => {
+                    "an XML declaration (two documents in one file? drop each in a file of its own)"
+                        .to_string()
+                }
+                Ok(Event::End(e)) => {
+                    format!("an end tag </{}>", local(&e.name().as_ref().to_string()))
+                }
+                Ok(Event::CData(_)) => "a CDATA section".to_string(),
+                Ok(Event::GeneralRef(_)) => "an entity reference".to_string(),
+                Ok(Event::DocType(_)) => "a DOCTYPE".to_string(),
+                Err(e) => format!("content that is not XML ({e})"),
+            };
+            return Err(FileError(format!(
+                "not a readable Ed-Fi interchange (line {line}): {what} after the end of the root element </{}>; only whitespace, comments and processing instructions may follow it, so the rest of the file is not read",
+                self.root_qname
+            )));
         }
     }
 }
@@ -766,6 +814,13 @@ fn attendance(node: &Node, line: u64, need: Need) -> Result<Record, String> {
     let ev = node.child("AttendanceEvent").unwrap_or(node);
     let student = need(node, STUDENT)?;
     let section = node.child("SectionReference");
+    if section.is_none() && node.name == "StudentSectionAttendanceEvent" {
+        // Without it, it would pass for a school (daily) event of the same student.
+        return Err(format!(
+            "{} at line {line} has no SectionReference; a section attendance event is keyed by its section",
+            node.name
+        ));
+    }
     let (school, session) = match section {
         None => (
             need(node, SCHOOL)?,
@@ -1136,6 +1191,85 @@ mod tests {
         let mut r = InterchangeReader::new(EVENT.as_bytes());
         let err = r.skip(4).unwrap_err();
         assert!(err.0.contains("fewer elements (3)"), "{err}");
+    }
+
+    const ONE: &str = r#"<InterchangeStudentAttendance xmlns="http://ed-fi.org/5.2.0">
+  <StudentSchoolAttendanceEvent>
+    <AttendanceEvent><EventDate>2024-09-03</EventDate></AttendanceEvent>
+    <StudentReference><StudentIdentity><StudentUniqueId>S1</StudentUniqueId></StudentIdentity></StudentReference>
+    <SchoolReference><SchoolIdentity><SchoolId>1</SchoolId></SchoolIdentity></SchoolReference>
+  </StudentSchoolAttendanceEvent>
+</InterchangeStudentAttendance>
+"#;
+
+    /// The items before the file's error, and the error.
+    fn read_until_error(xml: &str) -> (Vec<Item>, Option<FileError>) {
+        let mut r = InterchangeReader::new(xml.as_bytes());
+        let mut out = Vec::new();
+        loop {
+            match r.next() {
+                Ok(Some(i)) => out.push(i),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_whitespace_comments_and_pis_after_the_root_refuses_the_rest() {
+        // Two interchanges concatenated: the first one's element is read, then the
+        // second root refuses the file, naming its line.
+        let two = format!("<?xml version=\"1.0\"?>\n{ONE}<?xml version=\"1.0\"?>\n{ONE}");
+        let (items, err) = read_until_error(&two);
+        assert_eq!(items.len(), 1);
+        let err = err.expect("the second root is refused").0;
+        assert!(err.contains("line 9"), "{err}");
+        assert!(err.contains("XML declaration"), "{err}");
+        let (items, err) = read_until_error(&format!("{ONE}{ONE}"));
+        assert_eq!(items.len(), 1);
+        let err = err.expect("refused").0;
+        assert!(
+            err.contains("line 8") && err.contains("second root"),
+            "{err}"
+        );
+        // An element or text after the root.
+        for tail in [
+            "<StudentSchoolAttendanceEvent>trailing junk",
+            "<Student/>",
+            "junk",
+        ] {
+            let (items, err) = read_until_error(&format!("{ONE}{tail}"));
+            assert_eq!(items.len(), 1, "{tail}");
+            let err = err.unwrap_or_else(|| panic!("{tail}: not refused")).0;
+            assert!(err.contains("after the end of the root element"), "{err}");
+        }
+        // Whitespace, comments and processing instructions are fine.
+        let (items, err) = read_until_error(&format!("{ONE}\n<!-- end -->\n<?pi x?>\n\t \n"));
+        assert_eq!((items.len(), err), (1, None));
+    }
+
+    #[test]
+    fn a_section_event_without_its_section_is_invalid_not_a_daily_event() {
+        let xml = ONE.replace(
+            "StudentSchoolAttendanceEvent",
+            "StudentSectionAttendanceEvent",
+        );
+        let items = read_all(&xml).unwrap();
+        match &items[0] {
+            Item::Invalid {
+                line,
+                element,
+                reason,
+                ..
+            } => {
+                assert_eq!(
+                    (*line, element.as_str()),
+                    (2, "StudentSectionAttendanceEvent")
+                );
+                assert!(reason.contains("no SectionReference"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
