@@ -25,6 +25,10 @@ use fields::{reject, Name};
 use payload::{EdfiDoc, FlatDoc};
 use records::{Meta, Source};
 
+/// How an Ed-Fi natural key of a section attendance event starts (`resource:`, as the
+/// Ed-Fi connector and the interchange reader render it).
+const SECTION_ATTENDANCE_RESOURCE_PREFIX: &str = "studentSectionAttendanceEvents:";
+
 /// One canonical event, ready to produce: the topic is chosen by `entity`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalized {
@@ -151,6 +155,22 @@ impl Normalizer {
             }
             PayloadFormat::EdfiJson => {
                 let mut doc: EdfiDoc = payload::parse(&env.payload, "edfi_json")?;
+                // The resource is the natural key's prefix (both Ed-Fi readers render it
+                // so): a section event is one whatever its payload holds, so one without
+                // its sectionReference cannot pass for a daily event.
+                if env.entity == Entity::Attendance
+                    && env
+                        .natural_key
+                        .starts_with(SECTION_ATTENDANCE_RESOURCE_PREFIX)
+                {
+                    return Err(reject(
+                        RejectKind::UnsupportedEntityOrFormat,
+                        format!(
+                            "the record is a section attendance event (its natural key is of {}); rollcall normalizes school (daily) attendance: publish studentSchoolAttendanceEvents",
+                            SECTION_ATTENDANCE_RESOURCE_PREFIX.trim_end_matches(':')
+                        ),
+                    ));
+                }
                 if env.entity == Entity::Calendar
                     && (doc.begin_date.is_some() || doc.session_name.is_some())
                 {

@@ -1012,6 +1012,26 @@ fn flat_calendar_reads_is_instructional_or_derives_it_from_events() {
     assert_eq!(r.kind, RejectKind::InvalidValue);
 }
 
+#[test]
+fn a_section_resource_without_its_section_reference_is_not_a_daily_event() {
+    // The payload alone looks like a school event; the natural key says section.
+    let mut e = edfi(Entity::Attendance, edfi_event());
+    e.natural_key = "studentSectionAttendanceEvents:eventDate=2021-09-01|localCourseCode=|schoolId=101|sectionIdentifier=|studentUniqueId=S1".into();
+    let r = run(&e).unwrap_err();
+    assert_eq!(r.kind, RejectKind::UnsupportedEntityOrFormat);
+    assert!(r.reason.contains("section attendance"), "{}", r.reason);
+    // A delete of one too.
+    e.operation = RawOperation::Delete;
+    assert_eq!(
+        run(&e).unwrap_err().kind,
+        RejectKind::UnsupportedEntityOrFormat
+    );
+    // The same payload under a school event's key normalizes.
+    e.operation = RawOperation::Upsert;
+    e.natural_key = "studentSchoolAttendanceEvents:x".into();
+    assert_eq!(run(&e).unwrap().len(), 1);
+}
+
 // --- every reject kind ----------------------------------------------------------------------
 
 /// One bad record per kind; the test fails if a kind has none.
