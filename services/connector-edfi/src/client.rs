@@ -9,7 +9,15 @@
 //! body over its cap fails that request with an error saying which and how to fix it;
 //! `Retry-After` is honoured up to the kit's `MAX_RETRY_AFTER` (5 minutes); a token's
 //! `expires_in` is read as at most [`MAX_TOKEN_LIFE`].
+//!
+//! Nothing a host answers is retried forever: an answer that cannot be used (a 200
+//! body that does not parse — an HTML error page, an empty or truncated body — or an
+//! impossible change-version answer) is transient, and fatal once the same request has
+//! been answered so [`MAX_UNUSABLE_ANSWERS`] times in a row; a 401 with a token just
+//! issued is transient, and fatal after [`MAX_FRESH_TOKEN_401S`] in a row for the same
+//! request. A usable answer to that request starts its count again.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rollcall_connector_kit::{ConnectorError, RateLimiter, MAX_RETRY_AFTER};
@@ -33,6 +41,20 @@ struct TokenResponse {
 
 /// The largest token, change-version, partitions or error body read (64 KiB).
 pub const MAX_SMALL_BODY_BYTES: usize = 64 * 1024;
+
+/// An unusable answer (unparseable 200 body, impossible change versions) to the same
+/// request this many times in a row is fatal; fewer are retried with backoff.
+pub const MAX_UNUSABLE_ANSWERS: u32 = 5;
+
+/// A request refused with 401 this many times in a row, each time with a token issued
+/// for it, is fatal: the credentials are accepted but their tokens are not (the
+/// client's key lacks access to the API: its claim set or education organizations).
+pub const MAX_FRESH_TOKEN_401S: u32 = 5;
+
+/// The availableChangeVersions request (its key in the counts of unusable answers).
+pub const VERSIONS_PATH: &str = "/changeQueries/v1/availableChangeVersions";
+
+const TOKEN_PATH: &str = "/oauth/token";
 
 /// A token is used for at most a day, whatever `expires_in` says.
 pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
@@ -80,6 +102,17 @@ pub struct EdfiClient {
     token: Option<(String, Instant)>,
     limiter: RateLimiter,
     limits: Limits,
+    /// Unusable answers in a row, per request path (a usable answer removes its entry).
+    unusable: HashMap<String, u32>,
+    /// 401s with a fresh token in a row, per request path.
+    refused: HashMap<String, u32>,
+}
+
+/// Bump `key`'s count in `counts`; the new count.
+fn strike(counts: &mut HashMap<String, u32>, key: &str) -> u32 {
+    let n = counts.entry(key.to_string()).or_insert(0);
+    *n = n.saturating_add(1);
+    *n
 }
 
 impl EdfiClient {
@@ -108,7 +141,31 @@ impl EdfiClient {
             token: None,
             limiter,
             limits,
+            unusable: HashMap::new(),
+            refused: HashMap::new(),
         })
+    }
+
+    /// The error for an answer to `key` that cannot be used (`why`, which must not
+    /// quote the body): transient, fatal once [`MAX_UNUSABLE_ANSWERS`] in a row.
+    fn unusable_answer(&mut self, key: &str, why: String) -> ConnectorError {
+        let n = strike(&mut self.unusable, key);
+        if n >= MAX_UNUSABLE_ANSWERS {
+            self.unusable.remove(key);
+            ConnectorError::fatal(format!(
+                "{why} — {n} answers in a row, giving up (the limit is {MAX_UNUSABLE_ANSWERS})"
+            ))
+        } else {
+            ConnectorError::transient(format!(
+                "{why} — retrying ({n} of {MAX_UNUSABLE_ANSWERS} unusable answers in a row \
+                 before giving up)"
+            ))
+        }
+    }
+
+    /// `key` was answered usably: its count of unusable answers starts again.
+    fn usable_answer(&mut self, key: &str) {
+        self.unusable.remove(key);
     }
 
     /// A valid access token, fetched or refreshed when it has less than a minute (or a
@@ -120,7 +177,7 @@ impl EdfiClient {
             }
         }
         self.limiter.until_ready().await;
-        let url = format!("{}/oauth/token", self.base);
+        let url = format!("{}{TOKEN_PATH}", self.base);
         let resp = self
             .http
             .post(&url)
@@ -139,14 +196,19 @@ impl EdfiClient {
         let resp = check(resp, &url).await?;
         let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, &format!("POST {url}")).await?;
         // The error says what is wrong, never what the host sent (it may hold a token).
-        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            ConnectorError::transient(format!(
-                "POST {url}: the token response is not {{\"access_token\": ..., \"expires_in\": ...}} \
-                 (line {}, column {}); is base_url the ODS/API root?",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let body: TokenResponse = match serde_json::from_slice(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!(
+                    "POST {url}: the token response is not {{\"access_token\": ..., \"expires_in\": ...}} \
+                     (line {}, column {}); is base_url the ODS/API root?",
+                    e.line(),
+                    e.column()
+                );
+                return Err(self.unusable_answer(TOKEN_PATH, why));
+            }
+        };
+        self.usable_answer(TOKEN_PATH);
         let life = token_life(body.expires_in.as_ref());
         let margin = (life / 10).min(Duration::from_secs(60));
         let now = Instant::now();
@@ -157,7 +219,7 @@ impl EdfiClient {
     }
 
     /// GET `path` (below the base URL) with `query`; on 401 refresh the token and retry
-    /// once.
+    /// once (a second 401 counts towards [`MAX_FRESH_TOKEN_401S`] for `path`).
     async fn get(
         &mut self,
         path: &str,
@@ -183,6 +245,7 @@ impl EdfiClient {
                 }
                 break;
             }
+            self.refused.remove(path);
             if resp.status().as_u16() == 404 && self.use_snapshot {
                 return Err(ConnectorError::fatal(format!(
                     "GET {url}: 404 with Use-Snapshot: the host has no snapshot; \
@@ -195,26 +258,78 @@ impl EdfiClient {
         // between (a host restart, a token cache flush): try again later with another
         // one — with the kit's backoff, the connector not ready meanwhile. Bad
         // credentials fail at the token endpoint (fatal), and a client without access
-        // to a resource gets 403 (fatal).
+        // to a resource gets 403 (fatal) — or, from some hosts, 401 with every token:
+        // after MAX_FRESH_TOKEN_401S in a row for this request, that is what it is.
+        let n = strike(&mut self.refused, path);
+        if n >= MAX_FRESH_TOKEN_401S {
+            self.refused.remove(path);
+            return Err(ConnectorError::fatal(format!(
+                "GET {url}: 401 Unauthorized {n} times in a row, each time with a token just \
+                 issued to client `{}`: the host accepts the credentials but not their tokens \
+                 for this request — most likely the client's key has no access to it (its \
+                 claim set or education organization permissions on the host); fix those on \
+                 the host, then start the connector again",
+                self.client_id
+            )));
+        }
         Err(ConnectorError::transient(format!(
             "GET {url}: 401 Unauthorized again with a token just issued to client `{}`: the host \
              accepts the credentials but refuses its own token (tokens invalidated, or the \
-             client's key has no access to this API); retrying with backoff — check the client's \
-             key and claim set on the host if this persists",
+             client's key has no access to this API); retrying with backoff ({n} of \
+             {MAX_FRESH_TOKEN_401S} in a row before giving up) — check the client's key and claim \
+             set on the host if this persists",
             self.client_id
         )))
     }
 
+    /// The host's change versions, checked: `newest ≥ −1` (−1: nothing yet),
+    /// `0 ≤ oldest ≤ newest + 1`, and a window `[0, newest]` from the version `base`
+    /// must fit the version math (`WindowVersions::fits`). Anything else is an
+    /// impossible answer: refused like an unparseable one (never used, so never in a
+    /// checkpoint).
     pub async fn available_change_versions(
         &mut self,
+        base: i64,
     ) -> Result<AvailableChangeVersions, ConnectorError> {
-        let what = "GET /changeQueries/v1/availableChangeVersions";
-        let resp = self
-            .get("/changeQueries/v1/availableChangeVersions", &[])
-            .await?;
-        let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, what).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ConnectorError::transient(format!("{what}: {e}")))
+        let what = format!("GET {VERSIONS_PATH}");
+        let resp = self.get(VERSIONS_PATH, &[]).await?;
+        let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, &what).await?;
+        let v: AvailableChangeVersions = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self.unusable_answer(
+                    VERSIONS_PATH,
+                    format!(
+                    "{what}: not {{\"oldestChangeVersion\": n, \"newestChangeVersion\": n}} ({e})"
+                ),
+                ))
+            }
+        };
+        let impossible = if v.newest < -1 || v.oldest < 0 {
+            Some("a change version is negative".to_string())
+        } else if v.oldest > v.newest.saturating_add(1) {
+            Some("the oldest available change version is above the newest".to_string())
+        } else if !crate::WindowVersions::fits(base, 0, v.newest) {
+            Some(format!(
+                "newestChangeVersion is too large for rollcall's record versions (4 per change \
+                 version above the window's base {base} must fit in an i64: at most {})",
+                max_newest(base)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = impossible {
+            return Err(self.unusable_answer(
+                VERSIONS_PATH,
+                format!(
+                    "{what}: impossible answer oldestChangeVersion {}, newestChangeVersion {}: \
+                     {why}; refused (nothing read or saved from it)",
+                    v.oldest, v.newest
+                ),
+            ));
+        }
+        self.usable_answer(VERSIONS_PATH);
+        Ok(v)
     }
 
     /// One page of `path` (`/data/v3/ed-fi/{resource}[/deletes|/keyChanges]`).
@@ -238,11 +353,18 @@ impl EdfiClient {
             &format!("GET {path} (query {query:?})"),
         )
         .await?;
-        let items: Vec<Box<RawValue>> = serde_json::from_slice(&bytes).map_err(|e| {
-            ConnectorError::fatal(format!(
-                "GET {path}: the body is not a JSON array ({e}); is base_url the ODS/API root?"
-            ))
-        })?;
+        // An HTML error page, an empty or a truncated body from a proxy is usually
+        // gone on the next request; the same answer again and again is not.
+        let items: Vec<Box<RawValue>> = match serde_json::from_slice(&bytes) {
+            Ok(items) => items,
+            Err(e) => {
+                let why = format!(
+                    "GET {path}: the body is not a JSON array ({e}); is base_url the ODS/API root?"
+                );
+                return Err(self.unusable_answer(path, why));
+            }
+        };
+        self.usable_answer(path);
         Ok(Page {
             items,
             next_page_token,
@@ -275,14 +397,24 @@ impl EdfiClient {
             )
             .await?;
         let bytes = read_capped(resp, MAX_SMALL_BODY_BYTES, &format!("GET {path}")).await?;
-        let p: Partitions = serde_json::from_slice(&bytes).map_err(|e| {
-            ConnectorError::fatal(format!(
-                "GET {path}: unexpected body ({e}); does this host support token paging (ODS/API 7.3+)? \
-                 Otherwise set paging = \"offset\""
-            ))
-        })?;
+        let p: Partitions = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!(
+                    "GET {path}: unexpected body ({e}); does this host support token paging \
+                     (ODS/API 7.3+)? Otherwise set paging = \"offset\""
+                );
+                return Err(self.unusable_answer(&path, why));
+            }
+        };
+        self.usable_answer(&path);
         Ok(p.page_tokens)
     }
+}
+
+/// The largest newestChangeVersion a window `[0, newest]` from `base` can hold.
+fn max_newest(base: i64) -> i64 {
+    (i64::MAX.saturating_sub(base).saturating_sub(3) / 4).max(-1)
 }
 
 /// 2xx passes; 429 and 5xx are transient (honouring Retry-After); other codes are fatal.

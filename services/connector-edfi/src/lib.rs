@@ -18,6 +18,7 @@ mod client;
 mod records;
 
 use client::EdfiClient;
+pub use client::{MAX_FRESH_TOKEN_401S, MAX_UNUSABLE_ANSWERS};
 pub use records::{natural_key, record_from_item, ItemKind, WindowVersions};
 
 /// The registration the `rollcall` CLI lists.
@@ -288,15 +289,29 @@ impl SisConnector for EdfiConnector {
             })?,
             None => SyncState::default(),
         };
+        check_state(&state).map_err(|why| {
+            ConnectorError::fatal(format!(
+                "checkpoint of {} cannot be resumed: {why}; it was saved from an impossible \
+                 availableChangeVersions answer before such answers were refused: reset this \
+                 connector's checkpoint to re-sync",
+                self.id
+            ))
+        })?;
         if state.window.is_none() {
-            // Between windows: is there anything new?
-            let versions = self.client.available_change_versions().await?;
-            let mut from = state.done_version.map(|v| v + 1).unwrap_or(0);
+            // Between windows: is there anything new? The window's base is taken
+            // first: the host's answer must fit the version math from it.
+            let version_base = rollcall_connector_kit::segment_base_now(state.next_version);
+            let versions = self.client.available_change_versions(version_base).await?;
+            // check_state: done_version + 1 cannot overflow.
+            let mut from = state.done_version.map_or(0, |v| v.saturating_add(1));
             if state.done_version.is_some() && from < versions.oldest {
                 // The host purged change history we have not read: re-read everything
                 // current (upserts are idempotent downstream); deletes older than the
-                // oldest available version cannot be recovered and are reported.
-                tracing::error!(connector = %self.id, saved = from - 1, oldest = versions.oldest,
+                // oldest available version cannot be recovered and are reported. The
+                // host's answer has oldest ≤ newest + 1 (checked), so once this window
+                // is done the next starts at or above oldest: a re-sync never repeats
+                // by itself.
+                tracing::error!(connector = %self.id, saved = ?state.done_version, oldest = versions.oldest,
                     "change history purged past our checkpoint: full re-sync; deletes in the gap are lost");
                 from = 0;
             }
@@ -314,7 +329,7 @@ impl SisConnector for EdfiConnector {
                 total: None,
                 // Observed now: the base of every version this window publishes, kept
                 // in the checkpoint so a retry of any of its batches repeats them.
-                version_base: Some(rollcall_connector_kit::segment_base_now(state.next_version)),
+                version_base: Some(version_base),
             });
             tracing::info!(connector = %self.id, min = from, max = versions.newest,
                 initial = state.done_version.is_none(), "new change-version window");
@@ -380,7 +395,7 @@ impl SisConnector for EdfiConnector {
             }
             w.done += page.items.len() as u64;
             if let Some(t) = page.total_count {
-                w.total = Some(w.total.unwrap_or(0) + t);
+                w.total = Some(w.total.unwrap_or(0).saturating_add(t));
             }
             progress = Some(Progress {
                 what: format!("{resource} {}", kind.as_str()),
@@ -412,6 +427,27 @@ impl SisConnector for EdfiConnector {
             progress,
         })
     }
+}
+
+/// Why `state` (read from a checkpoint) cannot be resumed, if it cannot: a done
+/// version whose successor overflows, or a window whose versions do not fit.
+fn check_state(state: &SyncState) -> Result<(), String> {
+    if let Some(v) = state.done_version {
+        if v < -1 || v == i64::MAX {
+            return Err(format!("it says every change up to version {v} is done"));
+        }
+    }
+    if let Some(w) = &state.window {
+        let base = w.versions().base;
+        if !WindowVersions::fits(base, w.min, w.max) {
+            return Err(format!(
+                "its window of change versions [{}, {}] from version base {base} does not fit \
+                 rollcall's record versions",
+                w.min, w.max
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every change up to `w.max` is published; the next window's versions start above

@@ -39,6 +39,20 @@ impl WindowVersions {
     pub fn end(&self) -> i64 {
         self.at(self.max, 3)
     }
+    /// Whether every version of the window `[min, max]` from `base` is exact: `min ≥ 0`,
+    /// `min ≤ max + 1` and `base + 4·(max − min) + 3` held by an i64 without saturating.
+    /// A window that does not fit would give its items versions that collide at
+    /// `i64::MAX` (and a checkpoint no later window can follow), so it is never opened.
+    pub fn fits(base: i64, min: i64, max: i64) -> bool {
+        min >= 0
+            && max.checked_add(1).is_some_and(|m| min <= m)
+            && max
+                .checked_sub(min)
+                .and_then(|d| d.max(0).checked_mul(4))
+                .and_then(|o| o.checked_add(3))
+                .and_then(|o| base.checked_add(o))
+                .is_some()
+    }
 }
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -337,6 +351,28 @@ fn build_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_fits_only_when_every_version_is_exact() {
+        let base = rollcall_connector_kit::segment_base(1_760_000_000_000, None);
+        assert!(WindowVersions::fits(base, 0, 1 << 50));
+        assert!(WindowVersions::fits(base, 0, -1), "an empty window");
+        let max = (i64::MAX - base - 3) / 4;
+        assert!(WindowVersions::fits(base, 0, max));
+        assert!(!WindowVersions::fits(base, 0, max + 1));
+        assert!(!WindowVersions::fits(base, 0, i64::MAX));
+        assert!(
+            !WindowVersions::fits(base, -1, 10),
+            "negative change versions"
+        );
+        assert!(!WindowVersions::fits(base, 20, 10), "inverted");
+        assert!(!WindowVersions::fits(i64::MAX, 0, 0));
+        let v = WindowVersions { min: 0, max, base };
+        assert!(
+            v.change() < v.at(max, 2) && v.at(max, 2) < v.end(),
+            "none saturates"
+        );
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
