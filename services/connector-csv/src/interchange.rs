@@ -698,7 +698,7 @@ impl<R: BufRead> InterchangeReader<R> {
                     "text".to_string()
                 }
                 Ok(Event::Start(e) | Event::Empty(e)) => {
-                    let tag = local(&e.name().as_ref().to_string());
+                    let tag = local(e.name().as_ref());
                     if tag.starts_with("Interchange") {
                         format!("a second root element <{tag}> (two interchanges in one file? drop each in a file of its own)")
                     } else {
@@ -710,7 +710,7 @@ impl<R: BufRead> InterchangeReader<R> {
                         .to_string()
                 }
                 Ok(Event::End(e)) => {
-                    format!("an end tag </{}>", local(&e.name().as_ref().to_string()))
+                    format!("an end tag </{}>", local(e.name().as_ref()))
                 }
                 Ok(Event::CData(_)) => "a CDATA section".to_string(),
                 Ok(Event::GeneralRef(_)) => "an entity reference".to_string(),
