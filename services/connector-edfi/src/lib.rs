@@ -379,7 +379,7 @@ impl SisConnector for EdfiConnector {
                             stage: "connector-edfi".into(),
                             kind: "edfi_item_unusable".into(),
                             reason: format!("{resource} {} item: {reason}", kind.as_str()),
-                            district: Some(self.cfg.district_id.clone()),
+                            district: Some(district_of_item(&self.cfg, item.get())),
                             source_key: None,
                             source_topic: None,
                             source_partition: None,
@@ -541,9 +541,52 @@ fn empty(state: SyncState, caught_up: bool) -> Batch {
     }
 }
 
+/// The district of an item that could not be keyed, for its dead letter: from the
+/// school it names (`schoolReference`, `calendarReference`, `schoolId`) where it names
+/// one, else the connector's district. One connector may serve an ODS of several
+/// districts, and `rollcall dlq` filters by district.
+fn district_of_item(cfg: &EdfiConfig, item: &str) -> String {
+    let school = serde_json::from_str::<serde_json::Value>(item)
+        .ok()
+        .and_then(|v| {
+            [
+                "/schoolReference/schoolId",
+                "/calendarReference/schoolId",
+                "/schoolId",
+            ]
+            .iter()
+            .find_map(|p| match v.pointer(p)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        });
+    school
+        .and_then(|s| cfg.school_districts.get(&s).cloned())
+        .unwrap_or_else(|| cfg.district_id.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unusable_item_s_dead_letter_names_the_district_of_its_school() {
+        let cfg: EdfiConfig = serde_json::from_value(serde_json::json!({
+            "base_url": "http://x", "district_id": "d1", "client_id": "c",
+            "client_secret_env": "X", "school_districts": {"255901001": "d2"}
+        }))
+        .unwrap();
+        let no_student = r#"{"schoolReference":{"schoolId":255901001},"eventDate":"2024-09-03"}"#;
+        assert_eq!(district_of_item(&cfg, no_student), "d2");
+        let cal = r#"{"calendarReference":{"schoolId":"255901001","calendarCode":"A"}}"#;
+        assert_eq!(district_of_item(&cfg, cal), "d2");
+        assert_eq!(
+            district_of_item(&cfg, r#"{"schoolReference":{"schoolId":9}}"#),
+            "d1"
+        );
+        assert_eq!(district_of_item(&cfg, "not json"), "d1");
+    }
 
     #[test]
     fn windows_process_key_changes_then_changes_then_deletes() {
