@@ -205,6 +205,7 @@ fn inbox(work: &Path, district: &str) -> PathBuf {
     work.join("inbox").join(district)
 }
 
+/// Every CSV district drops its year-to-date export as of `day`.
 fn drop_csv(world: &World, work: &Path, day: NaiveDate) {
     for d in &world.districts {
         if let Feed::Csv(_) = d.spec.feed {
@@ -666,30 +667,80 @@ async fn compare_views(
 // ---------------------------------------------------------------------------------
 // Dead letters.
 
-/// The deliberate malformations of the simulated year, per district: those still in
-/// the SIS at the end (each must be dead-lettered, however often it was sent) and all
-/// ever created (a malformed record purged before a connector saw it may be missing).
+/// What the simulator says must be dead-lettered, per district.
 #[derive(Debug, Default)]
-struct Malformed {
-    current: BTreeMap<String, std::collections::HashMap<Malformation, usize>>,
-    ever: BTreeMap<String, std::collections::HashMap<Malformation, usize>>,
+struct WantDead {
+    /// Ed-Fi districts: the Ed-Fi `id` of every malformed record still in the SIS at the
+    /// end (each must be dead-lettered, however often it was sent) and of every one ever
+    /// created (one purged before the connector saw it may be missing).
+    edfi_current: BTreeMap<String, BTreeSet<String>>,
+    edfi_ever: BTreeMap<String, BTreeSet<String>>,
+    /// CSV districts: rows of the final attendance export the connector itself must
+    /// refuse (impossible dates, missing students, and unknown codes where the preset
+    /// leaves the code column empty), counting a row sent twice in a file twice.
+    csv_connector_rows: BTreeMap<String, usize>,
+    /// CSV districts: records with an unknown code left for the normalizer to refuse
+    /// (still in the SIS at the end, ever created).
+    csv_unknown_current: BTreeMap<String, usize>,
+    csv_unknown_ever: BTreeMap<String, usize>,
+    /// Every malformation kind per district (which dead-letter kinds are allowed).
+    kinds: BTreeMap<String, std::collections::HashSet<Malformation>>,
 }
 
-fn expected_malformations(world: &World) -> Malformed {
-    let mut out = Malformed::default();
-    for (_, _, record, _) in world.final_view().current() {
-        if let Some(m) = record.malformed {
-            let d = world.districts[record.district as usize].spec.id.clone();
-            *out.current.entry(d).or_default().entry(m).or_default() += 1;
+fn code_column_empty(preset: CsvPreset) -> bool {
+    // sim_drops.rs: Skyward's Category and generic's category are empty for an unknown
+    // code, so the connector refuses those rows; other presets pass the code on.
+    matches!(preset, CsvPreset::Skyward | CsvPreset::Generic)
+}
+
+fn want_dead_letters(world: &World) -> WantDead {
+    let mut w = WantDead::default();
+    let district =
+        |record: &rollcall_sis_simulator::Record| &world.districts[record.district as usize];
+    for (idx, id, record, fact) in world.final_view().current() {
+        let Some(m) = record.malformed else { continue };
+        let d = district(record);
+        match d.spec.feed {
+            Feed::Edfi => {
+                w.edfi_current
+                    .entry(d.spec.id.clone())
+                    .or_default()
+                    .insert(world.edfi_id(id));
+            }
+            Feed::Csv(preset) => {
+                if m == Malformation::UnknownCode && !code_column_empty(preset) {
+                    *w.csv_unknown_current.entry(d.spec.id.clone()).or_default() += 1;
+                } else {
+                    // As sim_drops.rs counts them: a re-sent identical upsert is a
+                    // second row of the export.
+                    let prev = world.log[idx].prev;
+                    let copies = 1 + usize::from(prev.is_some_and(|p| {
+                        world.log[p as usize].op == rollcall_sis_simulator::Op::Upsert(*fact)
+                    }));
+                    *w.csv_connector_rows.entry(d.spec.id.clone()).or_default() += copies;
+                }
+            }
         }
     }
-    for record in &world.records {
-        if let Some(m) = record.malformed {
-            let d = world.districts[record.district as usize].spec.id.clone();
-            *out.ever.entry(d).or_default().entry(m).or_default() += 1;
+    for (i, record) in world.records.iter().enumerate() {
+        let Some(m) = record.malformed else { continue };
+        let d = district(record);
+        w.kinds.entry(d.spec.id.clone()).or_default().insert(m);
+        match d.spec.feed {
+            Feed::Edfi => {
+                w.edfi_ever
+                    .entry(d.spec.id.clone())
+                    .or_default()
+                    .insert(world.edfi_id(i as rollcall_sis_simulator::RecordId));
+            }
+            Feed::Csv(preset) => {
+                if m == Malformation::UnknownCode && !code_column_empty(preset) {
+                    *w.csv_unknown_ever.entry(d.spec.id.clone()).or_default() += 1;
+                }
+            }
         }
     }
-    out
+    w
 }
 
 /// The dead-letter kinds each malformation may legitimately end as.
@@ -712,76 +763,141 @@ struct DeadLetterId {
     district: String,
     stage: String,
     kind: String,
-    /// The source record: the natural key of a raw envelope, or the payload itself (a
-    /// CSV row, an Ed-Fi item) for connector-stage dead letters.
-    identity: String,
+    /// `file:line` of a file-drop row.
+    source_file: Option<String>,
+    /// The Ed-Fi `id` of the item (in the payload of an Ed-Fi connector's dead letter,
+    /// or in the raw envelope's payload of a normalizer's).
+    edfi_id: Option<String>,
+    /// The raw envelope's natural key (normalizer dead letters).
+    natural_key: Option<String>,
 }
 
 fn dead_letter_ids(cfg: &Config, secrets: &Secrets) -> Vec<DeadLetterId> {
     let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
     let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let edfi_id = |json: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
+    };
     read_topic_to_end(&client, &topics.dead_letters(), true)
         .expect("reading the dead-letter topic")
         .into_iter()
         .map(|r| {
             let h = DeadLetterHeaders::from_pairs(&r.headers);
-            let identity = match rollcall_avro::decode_raw(&r.payload) {
-                Ok(env) => format!("{:?}:{}", env.entity, env.natural_key),
-                Err(_) => String::from_utf8_lossy(&r.payload).trim().to_string(),
+            let (edfi_id, natural_key) = match rollcall_avro::decode_raw(&r.payload) {
+                Ok(env) => (edfi_id(&env.payload), Some(env.natural_key)),
+                Err(_) => (edfi_id(&r.payload), None),
             };
             DeadLetterId {
                 district: h.district.clone().unwrap_or_default(),
                 stage: h.stage,
                 kind: h.kind,
-                identity,
+                source_file: h.source_file,
+                edfi_id,
+                natural_key,
             }
         })
         .collect()
 }
 
-/// Differences between the dead letters and the deliberate malformations: every dead
-/// letter is of a district with malformations and of a kind a malformation makes, and
-/// each district has as many distinct dead-lettered records as malformed ones (at least
-/// those still in the SIS at the end, at most all ever created).
-fn compare_dead_letters(dls: &[DeadLetterId], want: &Malformed) -> Vec<String> {
+/// Differences between the dead letters and the deliberate malformations, by district:
+/// every dead letter is of a kind a malformation of its district makes; an Ed-Fi
+/// district's dead-lettered items are exactly its malformed records (by Ed-Fi `id`); a
+/// CSV district's final export has exactly its malformed rows dead-lettered by the
+/// connector (by line), and the normalizer refused its unknown codes (by natural key).
+fn compare_dead_letters(dls: &[DeadLetterId], want: &WantDead, world: &World) -> Vec<String> {
     let mut diffs = Vec::new();
-    let mut distinct: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for d in dls {
-        let kinds: BTreeSet<&str> = want
-            .ever
-            .get(&d.district)
-            .into_iter()
-            .flat_map(|m| m.keys())
-            .flat_map(|m| allowed_kinds(*m).iter().copied())
-            .collect();
-        if !kinds.contains(d.kind.as_str()) {
-            if diffs.len() < 10 {
-                diffs.push(format!("not a deliberate malformation: {d:?}"));
-            }
-            continue;
+    let note = |diffs: &mut Vec<String>, msg: String| {
+        if diffs.len() < 20 {
+            diffs.push(msg);
         }
-        distinct
-            .entry(d.district.as_str())
-            .or_default()
-            .insert(d.identity.as_str());
+    };
+    for d in dls {
+        let ok = want.kinds.get(&d.district).is_some_and(|ms| {
+            ms.iter()
+                .any(|m| allowed_kinds(*m).contains(&d.kind.as_str()))
+        });
+        if !ok {
+            note(&mut diffs, format!("not a deliberate malformation: {d:?}"));
+        }
     }
-    for (district, ever) in &want.ever {
-        let max: usize = ever.values().sum();
-        let min: usize = want.current.get(district).map_or(0, |m| m.values().sum());
-        let got = distinct.get(district.as_str()).map_or(0, |s| s.len());
-        if got < min || got > max {
-            let mut by_kind: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
-            for d in dls.iter().filter(|d| &d.district == district) {
-                by_kind
-                    .entry((d.stage.as_str(), d.kind.as_str()))
-                    .or_default()
-                    .insert(d.identity.as_str());
+    for d in &world.districts {
+        let id = &d.spec.id;
+        let mine = || dls.iter().filter(move |x| &x.district == id);
+        match d.spec.feed {
+            Feed::Edfi => {
+                let got: BTreeSet<String> = mine().filter_map(|x| x.edfi_id.clone()).collect();
+                let empty = BTreeSet::new();
+                let current = want.edfi_current.get(id).unwrap_or(&empty);
+                let ever = want.edfi_ever.get(id).unwrap_or(&empty);
+                let missing: Vec<&String> = current.difference(&got).collect();
+                let extra: Vec<&String> = got.difference(ever).collect();
+                if !missing.is_empty() || !extra.is_empty() {
+                    note(
+                        &mut diffs,
+                        format!(
+                            "{id}: {} malformed Ed-Fi records not dead-lettered under {id} {missing:?}; \
+                             {} dead-lettered under {id} that are not its malformed records {extra:?}",
+                            missing.len(),
+                            extra.len()
+                        ),
+                    );
+                }
+                for x in mine().filter(|x| x.edfi_id.is_none()) {
+                    note(
+                        &mut diffs,
+                        format!("{id}: a dead letter without an Ed-Fi id: {x:?}"),
+                    );
+                }
             }
-            let by_kind: BTreeMap<_, usize> =
-                by_kind.into_iter().map(|(k, v)| (k, v.len())).collect();
-            diffs.push(format!(
-                "{district}: {got} distinct dead-lettered records {by_kind:?}; {min} malformed records at the end, {max} ever ({ever:?})"
-            ));
+            Feed::Csv(_) => {
+                // The newest export the connector read (a final export equal to the
+                // one before is a duplicate, moved to done/ unread): its rows are the
+                // SIS's final rows.
+                let file_of = |x: &DeadLetterId| {
+                    x.source_file
+                        .as_deref()
+                        .and_then(|f| f.rsplit_once(':'))
+                        .map(|(file, _)| file.to_string())
+                };
+                let last = mine()
+                    .filter(|x| x.stage == "connector-csv")
+                    .filter_map(file_of)
+                    .filter(|f| f.starts_with("attendance"))
+                    .max()
+                    .unwrap_or_default();
+                let lines: BTreeSet<&str> = mine()
+                    .filter(|x| x.stage == "connector-csv")
+                    .filter(|x| file_of(x).as_deref() == Some(last.as_str()))
+                    .filter_map(|x| x.source_file.as_deref())
+                    .collect();
+                let want_rows = want.csv_connector_rows.get(id).copied().unwrap_or(0);
+                if lines.len() != want_rows {
+                    note(
+                        &mut diffs,
+                        format!(
+                            "{id}: {} rows of the newest export read ({last:?}) dead-lettered by the connector, {want_rows} malformed rows in the final export",
+                            lines.len()
+                        ),
+                    );
+                }
+                let keys: BTreeSet<&str> = mine()
+                    .filter(|x| x.stage == "normalizer")
+                    .filter_map(|x| x.natural_key.as_deref())
+                    .collect();
+                let min = want.csv_unknown_current.get(id).copied().unwrap_or(0);
+                let max = want.csv_unknown_ever.get(id).copied().unwrap_or(0);
+                if keys.len() < min || keys.len() > max {
+                    note(
+                        &mut diffs,
+                        format!(
+                            "{id}: {} records dead-lettered by the normalizer; {min} with an unknown code at the end, {max} ever",
+                            keys.len()
+                        ),
+                    );
+                }
+            }
         }
     }
     diffs
@@ -1043,7 +1159,7 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
 
     // Expected results, computed while the services start.
     let expected = expected_metrics(&world, through);
-    let malformations = expected_malformations(&world);
+    let want_dead = want_dead_letters(&world);
 
     // The chaos.
     let plan = schedule(&mut rng, s, &world, procs.connectors.len());
@@ -1149,7 +1265,7 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
     let settle_time = settle_start.elapsed();
 
     let dls = tokio::task::block_in_place(|| dead_letter_ids(&cfg, &secrets));
-    let dl_diffs = compare_dead_letters(&dls, &malformations);
+    let dl_diffs = compare_dead_letters(&dls, &want_dead, &world);
     let mut dl_kinds: BTreeMap<(String, String), usize> = BTreeMap::new();
     for d in &dls {
         *dl_kinds
@@ -1178,11 +1294,11 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
         }
     }
     let total_kills: u32 = kills.values().sum();
-    let malformed: usize = malformations
-        .current
-        .values()
-        .flat_map(|m| m.values())
-        .sum();
+    let malformed = world
+        .records
+        .iter()
+        .filter(|r| r.malformed.is_some())
+        .count();
 
     eprintln!(
         "\n== chaos summary (seed {seed}, scale {}) ==\n\
