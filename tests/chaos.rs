@@ -1041,7 +1041,9 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
 
     let world = world(seed, s);
     let through = world.last_day;
-    let secrets = Secrets::from_env().expect("secrets");
+    // The private services have no passwords (deploy/local): the shared services'
+    // secrets, if any are set, are not theirs.
+    let secrets = Secrets::default();
     let mut cfg = Config::default();
     cfg.kafka.brokers = stack.kafka_brokers();
     cfg.kafka.topic_prefix = "chaos".into();
@@ -1115,6 +1117,15 @@ async fn chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice() {
         program: program.to_path_buf(),
         args,
         env: env.clone(),
+        // The private services have no passwords.
+        remove_env: [
+            "ROLLCALL_CLICKHOUSE_PASSWORD",
+            "ROLLCALL_CLICKHOUSE_PASSWORD_FILE",
+            "ROLLCALL_KAFKA_SASL_PASSWORD",
+            "ROLLCALL_KAFKA_SASL_PASSWORD_FILE",
+        ]
+        .map(String::from)
+        .to_vec(),
         log: work
             .join("logs")
             .join(format!("{}.log", name.replace(' ', "-"))),

@@ -55,11 +55,15 @@ impl StackOptions {
     /// common development ports; each can be overridden with an environment variable
     /// `{prefix}_KAFKA_PORT`, `{prefix}_KAFKA_CONTROLLER_PORT`,
     /// `{prefix}_CLICKHOUSE_HTTP_PORT`, `{prefix}_CLICKHOUSE_TCP_PORT`,
-    /// `{prefix}_LOCAL_DIR` (default `.local/<name>` in the repository).
+    /// `{prefix}_LOCAL_DIR` (default `<name>` under `ROLLCALL_LOCAL_DIR`, which
+    /// defaults to `.local` in the repository, as for deploy/local).
     pub fn from_env(prefix: &str, name: &str) -> io::Result<StackOptions> {
         let local_dir = match std::env::var_os(format!("{prefix}_LOCAL_DIR")) {
             Some(d) => PathBuf::from(d),
-            None => repo_root().join(".local").join(name),
+            None => std::env::var_os("ROLLCALL_LOCAL_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join(".local"))
+                .join(name),
         };
         Ok(StackOptions {
             local_dir,
@@ -351,6 +355,8 @@ pub struct ProcSpec {
     /// Set on the child; every other `ROLLCALL_<SECTION>__<KEY>` override and
     /// `ROLLCALL_CONFIG` of this process is removed, so the child reads only its file.
     pub env: Vec<(String, String)>,
+    /// Also removed from the child's environment (e.g. secrets of other services).
+    pub remove_env: Vec<String>,
     /// stdout and stderr of every start are appended here.
     pub log: PathBuf,
 }
@@ -393,6 +399,9 @@ impl Supervised {
             if k == "ROLLCALL_CONFIG" || (k.starts_with("ROLLCALL_") && k.contains("__")) {
                 cmd.env_remove(k.as_ref());
             }
+        }
+        for k in &self.spec.remove_env {
+            cmd.env_remove(k);
         }
         for (k, v) in &self.spec.env {
             cmd.env(k, v);
