@@ -51,8 +51,10 @@ pub struct StackOptions {
 }
 
 impl StackOptions {
-    /// Defaults chosen away from the shared services (19092/19093/18123/19000) and
-    /// common development ports; each can be overridden with an environment variable
+    /// Defaults chosen away from the shared services (19092/19093/18123/19000), from
+    /// common development ports, and below Linux's ephemeral range (32768-60999: a port
+    /// there can be taken at any moment by an outgoing connection, and the broker then
+    /// fails to bind); each can be overridden with an environment variable
     /// `{prefix}_KAFKA_PORT`, `{prefix}_KAFKA_CONTROLLER_PORT`,
     /// `{prefix}_CLICKHOUSE_HTTP_PORT`, `{prefix}_CLICKHOUSE_TCP_PORT`,
     /// `{prefix}_LOCAL_DIR` (default `<name>` under `ROLLCALL_LOCAL_DIR`, which
@@ -67,10 +69,10 @@ impl StackOptions {
         };
         Ok(StackOptions {
             local_dir,
-            kafka_port: env_port(&format!("{prefix}_KAFKA_PORT"), 39092)?,
-            kafka_controller_port: env_port(&format!("{prefix}_KAFKA_CONTROLLER_PORT"), 39093)?,
-            clickhouse_http_port: env_port(&format!("{prefix}_CLICKHOUSE_HTTP_PORT"), 38123)?,
-            clickhouse_tcp_port: env_port(&format!("{prefix}_CLICKHOUSE_TCP_PORT"), 39000)?,
+            kafka_port: env_port(&format!("{prefix}_KAFKA_PORT"), 29392)?,
+            kafka_controller_port: env_port(&format!("{prefix}_KAFKA_CONTROLLER_PORT"), 29393)?,
+            clickhouse_http_port: env_port(&format!("{prefix}_CLICKHOUSE_HTTP_PORT"), 28323)?,
+            clickhouse_tcp_port: env_port(&format!("{prefix}_CLICKHOUSE_TCP_PORT"), 29300)?,
         })
     }
 }

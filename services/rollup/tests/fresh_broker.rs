@@ -27,11 +27,11 @@ fn port(var: &str, default: u16) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rollup_starts_on_a_fresh_broker_and_rides_out_a_broker_restart() {
     let mut opts = StackOptions::from_env("ROLLCALL_FRESH", "rollup-fresh").unwrap();
-    // Away from the chaos test's defaults (39092...), so both can run at once.
-    opts.kafka_port = port("ROLLCALL_FRESH_KAFKA_PORT", 39192);
-    opts.kafka_controller_port = port("ROLLCALL_FRESH_KAFKA_CONTROLLER_PORT", 39193);
-    opts.clickhouse_http_port = port("ROLLCALL_FRESH_CLICKHOUSE_HTTP_PORT", 38223);
-    opts.clickhouse_tcp_port = port("ROLLCALL_FRESH_CLICKHOUSE_TCP_PORT", 39100);
+    // Away from the chaos test's defaults (29392...), so both can run at once.
+    opts.kafka_port = port("ROLLCALL_FRESH_KAFKA_PORT", 29492);
+    opts.kafka_controller_port = port("ROLLCALL_FRESH_KAFKA_CONTROLLER_PORT", 29493);
+    opts.clickhouse_http_port = port("ROLLCALL_FRESH_CLICKHOUSE_HTTP_PORT", 28423);
+    opts.clickhouse_tcp_port = port("ROLLCALL_FRESH_CLICKHOUSE_TCP_PORT", 29400);
     let stack = LocalStack::start(opts).expect("start a private Kafka and ClickHouse");
 
     let mut cfg = config();
