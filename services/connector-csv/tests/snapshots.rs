@@ -122,7 +122,10 @@ async fn rows_missing_from_the_next_snapshot_are_deleted_within_its_school_years
     }
     assert_eq!(steps[1].len(), 4 + 2);
     assert_eq!(
-        steps[2].iter().map(|o| (o.0.clone(), o.1)).collect::<Vec<_>>(),
+        steps[2]
+            .iter()
+            .map(|o| (o.0.clone(), o.1))
+            .collect::<Vec<_>>(),
         vec![(key("S1", "2025-09-02"), RawOperation::Upsert)],
         "a new school year deletes nothing of the last one"
     );
@@ -150,7 +153,9 @@ fn relative(steps: Vec<Vec<Out>>) -> Vec<Vec<Out>> {
         .into_iter()
         .map(|step| {
             let low = step.iter().map(|o| o.2).min().unwrap_or(0);
-            step.into_iter().map(|(k, op, v)| (k, op, v - low)).collect()
+            step.into_iter()
+                .map(|(k, op, v)| (k, op, v - low))
+                .collect()
         })
         .collect()
 }
