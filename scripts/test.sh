@@ -2,6 +2,7 @@
 # The full test suite, as a newcomer runs it on a fresh machine:
 #   1. installs and starts Apache Kafka (KRaft) and ClickHouse under .local/ (idempotent),
 #   2. runs every Rust test (unit, integration, end-to-end) against those real services,
+#      then the chaos test and the bad-input corpus with their summaries printed,
 #   3. checks every migration and view query on a current ClickHouse (chdb, in-process),
 #   4. checks formatting and lints.
 # If a service cannot start, this fails loudly with the reason; nothing is skipped.
@@ -45,7 +46,17 @@ if ! command -v chromium >/dev/null; then
 fi
 
 step "cargo test (workspace)"
-cargo test --workspace --locked --no-fail-fast
+# The chaos test and the bad-input corpus run after, on their own, so that what they
+# print (the chaos summary: kills, restarts, rows compared; a line per corpus case)
+# shows even when they pass.
+cargo test --workspace --locked --no-fail-fast -- \
+  --skip chaos_kills_and_restarts_lose_nothing_and_count_nothing_twice --skip bad_input_corpus
+
+step "chaos test (docs/chaos.md; ROLLCALL_CHAOS=long for the longer mode)"
+cargo test -p rollcall-e2e --test chaos --locked -- --nocapture
+
+step "bad-input corpus (docs/corpus.md)"
+cargo test -p rollcall-e2e --test corpus --locked -- --nocapture
 
 step "DDL and view queries on current ClickHouse (chdb)"
 "$venv/bin/python" -m pytest -q tests/ddl
