@@ -4,11 +4,26 @@
 -- deleted = 0. argMax rather than FINAL so that the deleted filter can never be applied
 -- before the latest version is chosen, on any server version.
 --
--- The rollup applies the state's policy to each student's metrics row
--- (is_chronically_absent, tier, is_truant). Views that judge students on combined days
--- (district, state, trend) and the publication threshold use the DESIGN.md defaults,
--- hard-coded here: chronic = absent >= 10% of enrolled days (absent_milli >= 100 x
--- days), minimum 10 enrolled days, tiers at 5% / 10% / 20%, counts below 10 suppressed.
+-- Rendered from the state's policy: `rollcall migrate` replaces each ${policy.NAME}
+-- with SQL text from rollcall_clickhouse::policy_views (the one list of the settings the
+-- views use) and records the policy's fingerprint in ${database}.view_policy; services
+-- whose policy differs refuse to start, and `rollcall migrate --policy` re-renders this
+-- file. `rollcall migrate --print-sql` shows it rendered. Every view judges students
+-- with the same settings:
+--   minimum enrollment   days >= ${policy.min_enrolled_days}
+--   chronic              absent_milli * 10 >= days * ${policy.chronic_threshold_bp}
+--                        (rates in basis points: absent days / days >= bp / 10000, exact
+--                        integers; agrees with rollcall_policy::is_chronic)
+--   tiers                the same comparison with ${policy.tiers.*_bp}; a cut point
+--                        belongs to the higher tier
+--   suppression          a row is suppressed when any of its counts c is small:
+--                        c < ${policy.publication_threshold}, a zero only when
+--                        ${policy.suppress_zero_counts} = 1 (row-level primary suppression;
+--                        no complementary suppression yet)
+-- student_metrics_current computes meets_min_enrollment, is_chronically_absent and tier
+-- from days_enrolled and absent_milli with these settings (the rollup's stored flags
+-- are not read), so rows written under an earlier policy are judged by this one.
+-- This file holds views only: it is re-run whenever the policy changes.
 --
 -- Must run on ClickHouse 18.16 and on current releases: no window functions, no
 -- LowCardinality, no CREATE OR REPLACE VIEW (drop, then create). An aggregate never
@@ -80,9 +95,16 @@ SELECT
     cur_days_tardy AS days_tardy,
     cur_unexcused_window AS unexcused_window_milli,
     cur_absent_last_30 AS absent_last_30_milli,
-    cur_meets_min AS meets_min_enrollment,
-    cur_chronic AS is_chronically_absent,
-    cur_tier AS tier,
+    toUInt8(cur_days_enrolled >= ${policy.min_enrolled_days}) AS meets_min_enrollment,
+    toUInt8(cur_days_enrolled >= ${policy.min_enrolled_days}
+        AND cur_absent * 10 >= cur_days_enrolled * ${policy.chronic_threshold_bp}) AS is_chronically_absent,
+    CAST(multiIf(
+        cur_days_enrolled = 0, 'satisfactory',
+        cur_absent * 10 >= cur_days_enrolled * ${policy.tiers.severe_chronic_bp}, 'severe_chronic',
+        cur_absent * 10 >= cur_days_enrolled * ${policy.tiers.moderate_chronic_bp}, 'moderate_chronic',
+        cur_absent * 10 >= cur_days_enrolled * ${policy.tiers.at_risk_bp}, 'at_risk',
+        'satisfactory')
+        AS Enum8('satisfactory' = 1, 'at_risk' = 2, 'moderate_chronic' = 3, 'severe_chronic' = 4)) AS tier,
     cur_truant AS is_truant,
     cur_non_instructional AS events_non_instructional,
     cur_outside AS events_outside_enrollment,
@@ -107,9 +129,6 @@ FROM
         argMax(days_tardy, version) AS cur_days_tardy,
         argMax(unexcused_window_milli, version) AS cur_unexcused_window,
         argMax(absent_last_30_milli, version) AS cur_absent_last_30,
-        argMax(meets_min_enrollment, version) AS cur_meets_min,
-        argMax(is_chronically_absent, version) AS cur_chronic,
-        argMax(tier, version) AS cur_tier,
         argMax(is_truant, version) AS cur_truant,
         argMax(events_non_instructional, version) AS cur_non_instructional,
         argMax(events_outside_enrollment, version) AS cur_outside,
@@ -159,7 +178,7 @@ SELECT
     latest AS as_of_date,
     if(suppressed = 1, NULL, n_enrolled) AS students_enrolled,
     if(suppressed = 1, NULL, n_chronic) AS students_chronically_absent,
-    if(suppressed = 1, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
+    if(suppressed = 1 OR n_enrolled = 0, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
     if(suppressed = 1, NULL, n_satisfactory) AS students_satisfactory,
     if(suppressed = 1, NULL, n_at_risk) AS students_at_risk,
     if(suppressed = 1, NULL, n_moderate) AS students_moderate_chronic,
@@ -178,8 +197,9 @@ FROM
         countIf(meets_min_enrollment = 1 AND tier = 'at_risk') AS n_at_risk,
         countIf(meets_min_enrollment = 1 AND tier = 'moderate_chronic') AS n_moderate,
         countIf(meets_min_enrollment = 1 AND tier = 'severe_chronic') AS n_severe,
-        toUInt8(n_enrolled < 10 OR n_chronic < 10 OR n_satisfactory < 10 OR n_at_risk < 10
-            OR n_moderate < 10 OR n_severe < 10) AS suppressed
+        toUInt8(arrayExists(c -> c < ${policy.publication_threshold}
+            AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
+            [n_enrolled, n_chronic, n_satisfactory, n_at_risk, n_moderate, n_severe])) AS suppressed
     FROM ${database}.student_metrics_current
     GROUP BY school_year, district_id, school_id
 );
@@ -193,7 +213,7 @@ SELECT
     latest AS as_of_date,
     if(suppressed = 1, NULL, n_enrolled) AS students_enrolled,
     if(suppressed = 1, NULL, n_chronic) AS students_chronically_absent,
-    if(suppressed = 1, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
+    if(suppressed = 1 OR n_enrolled = 0, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
     suppressed
 FROM
 (
@@ -205,7 +225,9 @@ FROM
         max(as_of_date) AS latest,
         countIf(meets_min_enrollment = 1) AS n_enrolled,
         countIf(is_chronically_absent = 1) AS n_chronic,
-        toUInt8(n_enrolled < 10 OR n_chronic < 10) AS suppressed
+        toUInt8(arrayExists(c -> c < ${policy.publication_threshold}
+            AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
+            [n_enrolled, n_chronic])) AS suppressed
     FROM ${database}.student_metrics_current
     GROUP BY school_year, district_id, school_id, grade_level
 );
@@ -217,7 +239,7 @@ SELECT
     latest AS as_of_date,
     if(suppressed = 1, NULL, n_enrolled) AS students_enrolled,
     if(suppressed = 1, NULL, n_chronic) AS students_chronically_absent,
-    if(suppressed = 1, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
+    if(suppressed = 1 OR n_enrolled = 0, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
     if(suppressed = 1, NULL, n_satisfactory) AS students_satisfactory,
     if(suppressed = 1, NULL, n_at_risk) AS students_at_risk,
     if(suppressed = 1, NULL, n_moderate) AS students_moderate_chronic,
@@ -229,14 +251,22 @@ FROM
         school_year,
         district_id,
         max(student_latest) AS latest,
-        countIf(de >= 10) AS n_enrolled,
-        countIf(de >= 10 AND am >= de * 100) AS n_chronic,
-        countIf(de >= 10 AND am < de * 50) AS n_satisfactory,
-        countIf(de >= 10 AND am >= de * 50 AND am < de * 100) AS n_at_risk,
-        countIf(de >= 10 AND am >= de * 100 AND am < de * 200) AS n_moderate,
-        countIf(de >= 10 AND am >= de * 200) AS n_severe,
-        toUInt8(n_enrolled < 10 OR n_chronic < 10 OR n_satisfactory < 10 OR n_at_risk < 10
-            OR n_moderate < 10 OR n_severe < 10) AS suppressed
+        countIf(de >= ${policy.min_enrolled_days}) AS n_enrolled,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.chronic_threshold_bp}) AS n_chronic,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 < de * ${policy.tiers.at_risk_bp}) AS n_satisfactory,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.at_risk_bp}
+            AND am * 10 < de * ${policy.tiers.moderate_chronic_bp}) AS n_at_risk,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.moderate_chronic_bp}
+            AND am * 10 < de * ${policy.tiers.severe_chronic_bp}) AS n_moderate,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.severe_chronic_bp}) AS n_severe,
+        toUInt8(arrayExists(c -> c < ${policy.publication_threshold}
+            AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
+            [n_enrolled, n_chronic, n_satisfactory, n_at_risk, n_moderate, n_severe])) AS suppressed
     FROM
     (
         SELECT
@@ -258,7 +288,7 @@ SELECT
     latest AS as_of_date,
     if(suppressed = 1, NULL, n_enrolled) AS students_enrolled,
     if(suppressed = 1, NULL, n_chronic) AS students_chronically_absent,
-    if(suppressed = 1, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
+    if(suppressed = 1 OR n_enrolled = 0, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
     if(suppressed = 1, NULL, n_satisfactory) AS students_satisfactory,
     if(suppressed = 1, NULL, n_at_risk) AS students_at_risk,
     if(suppressed = 1, NULL, n_moderate) AS students_moderate_chronic,
@@ -269,14 +299,22 @@ FROM
     SELECT
         school_year,
         max(student_latest) AS latest,
-        countIf(de >= 10) AS n_enrolled,
-        countIf(de >= 10 AND am >= de * 100) AS n_chronic,
-        countIf(de >= 10 AND am < de * 50) AS n_satisfactory,
-        countIf(de >= 10 AND am >= de * 50 AND am < de * 100) AS n_at_risk,
-        countIf(de >= 10 AND am >= de * 100 AND am < de * 200) AS n_moderate,
-        countIf(de >= 10 AND am >= de * 200) AS n_severe,
-        toUInt8(n_enrolled < 10 OR n_chronic < 10 OR n_satisfactory < 10 OR n_at_risk < 10
-            OR n_moderate < 10 OR n_severe < 10) AS suppressed
+        countIf(de >= ${policy.min_enrolled_days}) AS n_enrolled,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.chronic_threshold_bp}) AS n_chronic,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 < de * ${policy.tiers.at_risk_bp}) AS n_satisfactory,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.at_risk_bp}
+            AND am * 10 < de * ${policy.tiers.moderate_chronic_bp}) AS n_at_risk,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.moderate_chronic_bp}
+            AND am * 10 < de * ${policy.tiers.severe_chronic_bp}) AS n_moderate,
+        countIf(de >= ${policy.min_enrolled_days}
+            AND am * 10 >= de * ${policy.tiers.severe_chronic_bp}) AS n_severe,
+        toUInt8(arrayExists(c -> c < ${policy.publication_threshold}
+            AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
+            [n_enrolled, n_chronic, n_satisfactory, n_at_risk, n_moderate, n_severe])) AS suppressed
     FROM
     (
         SELECT
@@ -300,7 +338,7 @@ SELECT
     day AS date,
     if(suppressed = 1, NULL, n_enrolled) AS students_enrolled,
     if(suppressed = 1, NULL, n_chronic) AS students_chronically_absent,
-    if(suppressed = 1, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
+    if(suppressed = 1 OR n_enrolled = 0, NULL, n_chronic / n_enrolled) AS chronic_absence_rate,
     suppressed
 FROM
 (
@@ -311,7 +349,9 @@ FROM
         day,
         toUInt64(n_enrolled_signed) AS n_enrolled,
         toUInt64(n_chronic_signed) AS n_chronic,
-        toUInt8(n_enrolled < 10 OR n_chronic < 10) AS suppressed
+        toUInt8(arrayExists(c -> c < ${policy.publication_threshold}
+            AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
+            [n_enrolled, n_chronic])) AS suppressed
     FROM
     (
         SELECT
@@ -340,8 +380,9 @@ FROM
                     arraySort(groupArray((date, enrolled, absent_milli))) AS rows_by_date,
                     arrayCumSum(arrayMap(t -> toInt64(t.2), rows_by_date)) AS cum_days,
                     arrayCumSum(arrayMap(t -> toInt64(t.3), rows_by_date)) AS cum_absent,
-                    arrayMap(e -> toInt64(e >= 10), cum_days) AS counted,
-                    arrayMap((e, a) -> toInt64(e >= 10 AND a >= e * 100), cum_days, cum_absent) AS chronic,
+                    arrayMap(e -> toInt64(e >= ${policy.min_enrolled_days}), cum_days) AS counted,
+                    arrayMap((e, a) -> toInt64(e >= ${policy.min_enrolled_days}
+                        AND a * 10 >= e * ${policy.chronic_threshold_bp}), cum_days, cum_absent) AS chronic,
                     arrayMap((c, p) -> c - p, counted, arrayPushFront(arrayPopBack(counted), toInt64(0))) AS counted_delta,
                     arrayMap((c, p) -> c - p, chronic, arrayPushFront(arrayPopBack(chronic), toInt64(0))) AS chronic_delta
                 FROM ${database}.student_days_current

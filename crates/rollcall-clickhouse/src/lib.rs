@@ -4,12 +4,15 @@
 
 mod client;
 mod migrate;
+pub mod policy_views;
 pub mod rows;
 
 pub use client::{connect, connect_server, within, ChError, CALL_TIMEOUT};
 pub use migrate::{
-    embedded_migrations, load_migrations_dir, migrate, Migration, MigrationError, MigrationReport,
+    bootstrap_statements, embedded_migrations, load_migrations_dir, migrate, migrate_with_policy,
+    rendered_sql, Migration, MigrationError, MigrationReport, OnPolicyChange,
 };
+pub use policy_views::{check_view_policy, ViewPolicy, ViewPolicyMismatch};
 
 /// Re-exported so callers can name row types and the client without a direct dependency.
 pub use clickhouse::error::Error as ClickHouseError;

@@ -35,6 +35,10 @@ pub struct Policy {
     pub truancy: Truancy,
     /// Aggregate counts below this are suppressed before publication.
     pub publication_threshold: u32,
+    /// Whether a count of 0 is suppressed like any other small count. Default false: a
+    /// zero is published (NCES SLDS Technical Brief 3 treats a zero as disclosing only
+    /// when it reveals something about every member of a group; see docs/bi-views.md).
+    pub suppress_zero_counts: bool,
     /// Length of an instructional day in minutes, when the record does not say.
     pub school_day_minutes: u32,
     /// The month a school year starts (7 = July); a school year is named by the
@@ -195,6 +199,7 @@ impl Default for Policy {
             positive_attendance_districts: Vec::new(),
             truancy: Truancy::default(),
             publication_threshold: 10,
+            suppress_zero_counts: false,
             school_day_minutes: 360,
             school_year_start_month: 7,
             future_date_tolerance_days: 0,
@@ -346,6 +351,14 @@ impl Policy {
                 "chronic_threshold",
                 format!("must be in (0, 1], got {}", self.chronic_threshold),
             );
+        } else if rate_in_basis_points(self.chronic_threshold).is_none() {
+            bad(
+                "chronic_threshold",
+                format!(
+                    "must be a multiple of 0.0001 (one basis point), got {}",
+                    self.chronic_threshold
+                ),
+            );
         }
         if self.min_enrolled_days == 0 {
             bad("min_enrolled_days", "must be at least 1, got 0".into());
@@ -358,6 +371,11 @@ impl Policy {
         ] {
             if !unit(v) {
                 bad(key, format!("must be in (0, 1], got {v}"));
+            } else if rate_in_basis_points(v).is_none() {
+                bad(
+                    key,
+                    format!("must be a multiple of 0.0001 (one basis point), got {v}"),
+                );
             }
         }
         if !(t.at_risk < t.moderate_chronic && t.moderate_chronic < t.severe_chronic) {
@@ -583,9 +601,24 @@ pub fn truancy_window_start(as_of: NaiveDate, policy: &Policy) -> NaiveDate {
     }
 }
 
-/// Whether an aggregate count must be suppressed before publication.
+/// Whether an aggregate count must be suppressed before publication: below
+/// `publication_threshold`, except a zero when `suppress_zero_counts` is off.
 pub fn is_suppressed(count: u64, policy: &Policy) -> bool {
-    count < u64::from(policy.publication_threshold)
+    count < u64::from(policy.publication_threshold) && (count > 0 || policy.suppress_zero_counts)
+}
+
+/// Rates (the chronic threshold, the tier cut points) are multiples of this: 0.0001, one
+/// basis point, so that the BI views can compare them in exact integers.
+pub const RATE_BASIS_POINTS: u32 = 10_000;
+
+/// A rate in basis points (0.15 → 1500), when it is a whole number of them.
+pub fn rate_in_basis_points(rate: f64) -> Option<u32> {
+    let bp = rate * f64::from(RATE_BASIS_POINTS);
+    let whole = bp.round();
+    (bp.is_finite()
+        && (0.0..=f64::from(RATE_BASIS_POINTS)).contains(&whole)
+        && (bp - whole).abs() < 1e-6)
+        .then_some(whole as u32)
 }
 
 /// What a day with no event means for this district.

@@ -317,11 +317,42 @@ fn truancy_window_in_days_ends_on_the_as_of_date() {
 #[test]
 fn publication_threshold_suppresses_counts_below_ten() {
     let p = Policy::default();
-    assert!(is_suppressed(0, &p));
+    assert!(!is_suppressed(0, &p), "a zero is published by default");
+    assert!(is_suppressed(1, &p));
     assert!(is_suppressed(9, &p));
     assert!(!is_suppressed(10, &p));
+    let zeros = with(|p| p.suppress_zero_counts = true);
+    assert!(is_suppressed(0, &zeros));
+    assert!(!is_suppressed(10, &zeros));
     let none = with(|p| p.publication_threshold = 0);
     assert!(!is_suppressed(0, &none));
+}
+
+#[test]
+fn rates_are_whole_basis_points() {
+    assert_eq!(rate_in_basis_points(0.1), Some(1000));
+    assert_eq!(rate_in_basis_points(0.15), Some(1500));
+    assert_eq!(rate_in_basis_points(0.07), Some(700));
+    assert_eq!(rate_in_basis_points(0.0001), Some(1));
+    assert_eq!(rate_in_basis_points(1.0), Some(10_000));
+    assert_eq!(rate_in_basis_points(0.12345), None);
+    assert_eq!(rate_in_basis_points(f64::NAN), None);
+    let err = with(|p| p.chronic_threshold = 0.12345)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy.chronic_threshold must be a multiple of 0.0001"),
+        "{err}"
+    );
+    let err = with(|p| p.tiers.at_risk = 0.05001)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy.tiers.at_risk must be a multiple of 0.0001"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -91,24 +91,13 @@ impl DayRules {
         }
     }
 
+    /// The counted absence of a day with `raw` milli-days absent: the policy's
+    /// partial-day rule ([`rollcall_policy::apply_partial_day_rule`], the one place it
+    /// lives), on milli-days. Exact: every raw value 0..=1000 maps to 0..=1000 as the
+    /// rule says (tested over the whole grid below).
     fn apply_partial(&self, raw: u16) -> u16 {
-        match self.partial {
-            PartialDayRule::Fractional => raw,
-            PartialDayRule::HalfDayThreshold => {
-                if raw >= 500 {
-                    1000
-                } else {
-                    0
-                }
-            }
-            PartialDayRule::FullDayOnly => {
-                if raw >= 1000 {
-                    1000
-                } else {
-                    0
-                }
-            }
-        }
+        let day = rollcall_policy::apply_partial_day_rule(f64::from(raw) / 1000.0, self.partial);
+        (day * 1000.0).round() as u16
     }
 }
 
@@ -219,6 +208,51 @@ impl DayAcc {
             // rollcall_policy::counts_as_tardy: tardy and early departure
             tardy: u8::from(has(TARDY) || has(EARLY_DEPARTURE)),
             source_version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer semantics the engine had before it called the policy's function:
+    /// fractional keeps the milli-days, the half-day rule rounds ≥ 500 up to a day and
+    /// less down to 0, full-day-only counts only a whole day.
+    fn integer_rule(raw: u16, rule: PartialDayRule) -> u16 {
+        match rule {
+            PartialDayRule::Fractional => raw,
+            PartialDayRule::HalfDayThreshold => 1000 * u16::from(raw >= 500),
+            PartialDayRule::FullDayOnly => 1000 * u16::from(raw >= 1000),
+        }
+    }
+
+    #[test]
+    fn the_partial_day_rule_is_the_policys_on_every_milli_day() {
+        for rule in [
+            PartialDayRule::Fractional,
+            PartialDayRule::HalfDayThreshold,
+            PartialDayRule::FullDayOnly,
+        ] {
+            let p = Policy {
+                partial_day: rule,
+                ..Policy::default()
+            };
+            let rules = DayRules::new(&p);
+            for raw in 0..=1000u16 {
+                assert_eq!(
+                    rules.apply_partial(raw),
+                    integer_rule(raw, rule),
+                    "{rule:?} at {raw} milli-days"
+                );
+                let policy_days =
+                    rollcall_policy::apply_partial_day_rule(f64::from(raw) / 1000.0, rule);
+                assert_eq!(
+                    f64::from(rules.apply_partial(raw)) / 1000.0,
+                    policy_days,
+                    "{rule:?} at {raw}"
+                );
+            }
         }
     }
 }
