@@ -58,7 +58,11 @@ impl RecordType {
 
     /// The version this build's Rust type corresponds to (written by `encode_*`).
     pub const fn current_version(self) -> u32 {
-        1
+        match self {
+            // v2: canonical grade level, source grade level, exit/withdraw type.
+            RecordType::Enrollment => 2,
+            RecordType::AttendanceEvent | RecordType::CalendarDay | RecordType::RawEnvelope => 1,
+        }
     }
 }
 
@@ -84,6 +88,11 @@ const SCHEMA_FILES: &[(RecordType, u32, &str)] = &[
         RecordType::Enrollment,
         1,
         include_str!("../../../schemas/avro/enrollment.v1.avsc"),
+    ),
+    (
+        RecordType::Enrollment,
+        2,
+        include_str!("../../../schemas/avro/enrollment.v2.avsc"),
     ),
     (
         RecordType::CalendarDay,
@@ -333,7 +342,7 @@ avro_record!(AttendanceEvent, {
 avro_record!(Enrollment, {
     district_id, school_id, student_id, school_year, entry_date, exit_date, grade_level,
     subgroups, state_student_id, operation, source_version, source_system, source_instance,
-    source_key, observed_at_ms,
+    source_key, observed_at_ms, source_grade_level, exit_withdraw_type, source_exit_withdraw_type,
 });
 
 avro_record!(CalendarDay, {

@@ -51,6 +51,9 @@ fn enrollment() -> Enrollment {
         source_instance: "inbox".into(),
         source_key: "k".into(),
         observed_at_ms: 0,
+        source_grade_level: Some("09".into()),
+        exit_withdraw_type: Some("No show".into()),
+        source_exit_withdraw_type: Some("NS".into()),
     }
 }
 
@@ -168,6 +171,7 @@ const PINNED_FINGERPRINTS: &[&str] = &[
     "attendance_event.v1 7b6a3a01a10811ee",
     "attendance_event.v2 eef954f579b840e5",
     "enrollment.v1 58bb8aaac7632a63",
+    "enrollment.v2 88a717d1348829b9",
     "calendar_day.v1 d29cf0332814abba",
     "raw_envelope.v1 d2ed8f18b8bac1b3",
 ];
@@ -254,6 +258,9 @@ fn hand_encoding_matches_apache_avro_for_every_record() {
         grade_level: None,
         subgroups: vec![],
         state_student_id: Some("S-1".into()),
+        source_grade_level: None,
+        exit_withdraw_type: None,
+        source_exit_withdraw_type: Some("W1".into()),
         ..enrollment()
     });
     assert_matches_the_oracle(&calendar());
@@ -314,6 +321,52 @@ fn current_reader_reads_a_v2_attendance_message() {
         SchemaId::Fingerprint(v2.fingerprint)
     );
     assert_eq!(decode_attendance_event(&msg).unwrap(), attendance());
+}
+
+#[test]
+fn enrollment_v2_reads_a_v1_message_with_the_new_fields_null() {
+    let v1 = schemas().get(RecordType::Enrollment, 1).unwrap();
+    let v2 = schemas().get(RecordType::Enrollment, 2).unwrap();
+    assert_eq!(RecordType::Enrollment.current_version(), 2);
+    assert!(
+        SchemaCompatibility::can_read(&v1.schema, &v2.schema).is_ok(),
+        "backward: v2 reads v1"
+    );
+    assert!(
+        SchemaCompatibility::can_read(&v2.schema, &v1.schema).is_ok(),
+        "forward: v1 reads v2"
+    );
+    // A record as a v1 writer (an older normalizer) put it on the topic.
+    let old = Enrollment {
+        grade_level: Some("KG".into()),
+        source_grade_level: None,
+        exit_withdraw_type: None,
+        source_exit_withdraw_type: None,
+        ..enrollment()
+    };
+    let Value::Record(fields) = old.to_value() else {
+        panic!()
+    };
+    let v1_fields: Vec<(String, Value)> = fields
+        .into_iter()
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "source_grade_level" | "exit_withdraw_type" | "source_exit_withdraw_type"
+            )
+        })
+        .collect();
+    let msg = encode_value(&Value::Record(v1_fields), v1).unwrap();
+    assert_eq!(
+        split_header(&msg).unwrap().0,
+        SchemaId::Fingerprint(v1.fingerprint)
+    );
+    assert_eq!(decode_enrollment(&msg).unwrap(), old);
+    // And the current writer writes v2.
+    assert_eq!(
+        split_header(&encode_enrollment(&enrollment())).unwrap().0,
+        SchemaId::Fingerprint(v2.fingerprint)
+    );
 }
 
 #[test]
@@ -452,12 +505,14 @@ prop_compose! {
         source_version in any::<i64>(),
         src in (text(), text(), text()),
         observed_at_ms in any::<i64>(),
+        v2 in (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())),
     ) -> Enrollment {
         Enrollment {
             district_id: ids.0, school_id: ids.1, student_id: ids.2, school_year,
             entry_date, exit_date, grade_level, subgroups, state_student_id,
             operation: Operation::Upsert, source_version,
             source_system: src.0, source_instance: src.1, source_key: src.2, observed_at_ms,
+            source_grade_level: v2.0, exit_withdraw_type: v2.1, source_exit_withdraw_type: v2.2,
         }
     }
 }

@@ -12,6 +12,7 @@ use rollcall_model::Category;
 
 mod fold;
 mod parse;
+mod values;
 
 use fold::{fold, strip_descriptor_namespace};
 
@@ -77,6 +78,29 @@ pub enum LookupError {
         district_id: String,
         source_system: String,
     },
+    #[error(
+        "grade level {value:?} from source system {source_system:?} is not in the grade levels of \
+         district {district_id:?} ({origin}) nor the built-in table; add it to that district's \
+         code map under [grade_levels] (value = an Ed-Fi GradeLevelDescriptor code value)"
+    )]
+    UnknownGradeLevel {
+        district_id: String,
+        source_system: String,
+        value: String,
+        origin: String,
+    },
+    #[error(
+        "exit/withdraw type {value:?} from source system {source_system:?} is not in the exit \
+         types of district {district_id:?} ({origin}) nor the built-in table; add it to that \
+         district's code map under [exit_withdraw_types] (value = an Ed-Fi \
+         ExitWithdrawTypeDescriptor code value)"
+    )]
+    UnknownExitType {
+        district_id: String,
+        source_system: String,
+        value: String,
+        origin: String,
+    },
 }
 
 /// The entries for one code: one for any secondary code, and one per secondary code
@@ -99,6 +123,10 @@ pub struct CodeMap {
     strip_namespace: Option<bool>,
     /// Keyed by the folded code (lower case, trimmed, single spaces).
     slots: HashMap<String, Slot>,
+    /// `[grade_levels]`: folded SIS value → canonical grade level.
+    grades: values::Table,
+    /// `[exit_withdraw_types]`: folded SIS value → canonical exit/withdraw type.
+    exits: values::Table,
 }
 
 /// One entry of a map, for listing and documentation.
@@ -200,15 +228,66 @@ impl CodeMap {
         out
     }
 
+    /// The canonical grade level of a SIS value: this map's `[grade_levels]`, then the
+    /// built-in table (`presets/common.toml`), then the Ed-Fi code values themselves;
+    /// a descriptor URI also by its code value. Case and runs of spaces are ignored.
+    pub fn grade_level(&self, value: &str) -> Option<&'static str> {
+        values::map_value(values::Kind::Grade, Some(&self.grades), value)
+    }
+
+    /// The canonical exit/withdraw type of a SIS value, looked up like `grade_level`.
+    pub fn exit_withdraw_type(&self, value: &str) -> Option<&'static str> {
+        values::map_value(values::Kind::Exit, Some(&self.exits), value)
+    }
+
+    /// This map's own `[grade_levels]` entries (folded value, canonical), sorted.
+    pub fn grade_entries(&self) -> Vec<(&str, &'static str)> {
+        sorted(&self.grades)
+    }
+
+    /// This map's own `[exit_withdraw_types]` entries (folded value, canonical), sorted.
+    pub fn exit_type_entries(&self) -> Vec<(&str, &'static str)> {
+        sorted(&self.exits)
+    }
+
     /// Lays `self`'s entries over `base`'s (a district map over the preset it extends):
     /// a code the district maps in any form replaces all of the preset's entries for it.
     fn over(mut self, base: &CodeMap) -> CodeMap {
         let mut slots = base.slots.clone();
         slots.extend(self.slots.drain());
         self.slots = slots;
+        let mut grades = base.grades.clone();
+        grades.extend(self.grades.drain());
+        self.grades = grades;
+        let mut exits = base.exits.clone();
+        exits.extend(self.exits.drain());
+        self.exits = exits;
         self.strip_namespace = self.strip_namespace.or(base.strip_namespace);
         self
     }
+}
+
+fn sorted(t: &values::Table) -> Vec<(&str, &'static str)> {
+    let mut v: Vec<(&str, &'static str)> = t.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    v.sort();
+    v
+}
+
+/// The built-in grade level of a SIS value with no code map at all: the built-in table
+/// (`presets/common.toml`) and the Ed-Fi code values.
+pub fn builtin_grade_level(value: &str) -> Option<&'static str> {
+    values::map_value(values::Kind::Grade, None, value)
+}
+
+/// The built-in exit/withdraw type of a SIS value with no code map at all.
+pub fn builtin_exit_withdraw_type(value: &str) -> Option<&'static str> {
+    values::map_value(values::Kind::Exit, None, value)
+}
+
+/// The built-in table's own entries (`presets/common.toml`): grade levels and exit
+/// types, each (folded value, canonical) sorted. For documentation and tests.
+pub fn builtin_value_entries() -> (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) {
+    (sorted(&values::COMMON.grades), sorted(&values::COMMON.exits))
 }
 
 /// The built-in presets: name and TOML text (the same format as district maps).
@@ -330,6 +409,43 @@ impl CodeMapRegistry {
                 code: code.to_string(),
                 secondary_code: secondary_code.map(str::to_string),
                 origin: map.origin.clone(),
+            })
+    }
+
+    /// The canonical grade level of a SIS value for a district and source system: the
+    /// map in force (district's own, else the preset), then the built-in table. A
+    /// source with no map at all still gets the built-in table (grades need no
+    /// attendance code map). Never guessed: unknown → `UnknownGradeLevel`.
+    pub fn grade_level(
+        &self,
+        district_id: &str,
+        source_system: &str,
+        value: &str,
+    ) -> Result<&'static str, LookupError> {
+        let map = self.get(district_id, source_system);
+        map.map_or_else(|| builtin_grade_level(value), |m| m.grade_level(value))
+            .ok_or_else(|| LookupError::UnknownGradeLevel {
+                district_id: district_id.to_string(),
+                source_system: source_system.to_string(),
+                value: value.to_string(),
+                origin: map.map_or("no code map", |m| m.origin.as_str()).to_string(),
+            })
+    }
+
+    /// The canonical exit/withdraw type of a SIS value, looked up like `grade_level`.
+    pub fn exit_withdraw_type(
+        &self,
+        district_id: &str,
+        source_system: &str,
+        value: &str,
+    ) -> Result<&'static str, LookupError> {
+        let map = self.get(district_id, source_system);
+        map.map_or_else(|| builtin_exit_withdraw_type(value), |m| m.exit_withdraw_type(value))
+            .ok_or_else(|| LookupError::UnknownExitType {
+                district_id: district_id.to_string(),
+                source_system: source_system.to_string(),
+                value: value.to_string(),
+                origin: map.map_or("no code map", |m| m.origin.as_str()).to_string(),
             })
     }
 

@@ -7,7 +7,7 @@ use rollcall_model::Category;
 use serde::Deserialize;
 
 use crate::fold::fold_owned;
-use crate::{CodeMap, CodeMapError, Mapping, Slot, PRESETS};
+use crate::{values, CodeMap, CodeMapError, Mapping, Slot, PRESETS};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +21,10 @@ struct File {
     codes: BTreeMap<String, toml::Value>,
     #[serde(default)]
     secondary_codes: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    grade_levels: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    exit_withdraw_types: BTreeMap<String, toml::Value>,
 }
 
 pub(crate) fn parse(text: &str, origin: &str, district: bool) -> Result<CodeMap, CodeMapError> {
@@ -91,10 +95,14 @@ pub(crate) fn parse(text: &str, origin: &str, district: bool) -> Result<CodeMap,
             }
         }
     }
-    if slots.is_empty() && file.extends.is_none() {
+    let grades = values::read_table(values::Kind::Grade, &file.grade_levels)
+        .map_err(|(k, p)| invalid(k, p))?;
+    let exits = values::read_table(values::Kind::Exit, &file.exit_withdraw_types)
+        .map_err(|(k, p)| invalid(k, p))?;
+    if slots.is_empty() && grades.is_empty() && exits.is_empty() && file.extends.is_none() {
         return Err(invalid(
             "codes".into(),
-            "maps no code; add [codes] or [secondary_codes] entries, or `extends` a preset".into(),
+            "maps no code; add [codes], [secondary_codes], [grade_levels] or [exit_withdraw_types] entries, or `extends` a preset".into(),
         ));
     }
 
@@ -106,6 +114,8 @@ pub(crate) fn parse(text: &str, origin: &str, district: bool) -> Result<CodeMap,
         extends: file.extends.clone(),
         strip_namespace: file.strip_descriptor_namespace,
         slots: slots.into_iter().map(|(k, (_, s))| (k, s)).collect(),
+        grades,
+        exits,
     };
     match file.extends.as_deref().and_then(CodeMap::preset) {
         Some(base) => Ok(map.over(&base)),
@@ -193,7 +203,7 @@ fn entry(value: &toml::Value) -> Result<Mapping, String> {
 }
 
 /// A key as TOML would write it.
-fn quote(key: &str) -> String {
+pub(crate) fn quote(key: &str) -> String {
     if !key.is_empty()
         && key
             .bytes()

@@ -513,3 +513,147 @@ fn invalid_maps_are_refused_with_file_key_and_problem() {
         assert!(err.contains(needle), "{needle:?} not in {err:?}");
     }
 }
+
+// --- grade levels and exit/withdraw types --------------------------------------------
+
+#[test]
+fn the_common_table_parses_and_maps_only_to_canonical_values() {
+    let common = values::parse_common(values::COMMON_TOML).expect("presets/common.toml parses");
+    assert!(common.grades.len() >= 30, "{}", common.grades.len());
+    let (grades, exits) = builtin_value_entries();
+    assert_eq!(grades.len(), common.grades.len());
+    assert!(exits.is_empty(), "exit codes are district-defined: {exits:?}");
+    for (_, g) in grades {
+        assert!(rollcall_model::GRADE_LEVELS.contains(&g), "{g}");
+    }
+}
+
+#[test]
+fn every_preset_spelling_maps_to_its_canonical_grade() {
+    let r = CodeMapRegistry::with_builtins();
+    for (source, value, want) in [
+        // Ed-Fi: code values and descriptor URIs in any namespace.
+        ("edfi", "Ninth grade", "Ninth grade"),
+        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Kindergarten", "Kindergarten"),
+        ("edfi", "uri://tx.gov/GradeLevelDescriptor#Prekindergarten", "Prekindergarten"),
+        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Preschool/Prekindergarten", "Preschool/Prekindergarten"),
+        ("edfi", "  first   GRADE ", "First grade"),
+        // PowerSchool Grade_Level: 0 = K, 1..12.
+        ("powerschool", "0", "Kindergarten"),
+        ("powerschool", "3", "Third grade"),
+        ("powerschool", "12", "Twelfth grade"),
+        // Infinite Campus / Skyward: KG, 01..12, PK, TK.
+        ("infinite_campus", "KG", "Kindergarten"),
+        ("infinite_campus", "01", "First grade"),
+        ("infinite_campus", "PK", "Prekindergarten"),
+        ("skyward", "kg", "Kindergarten"),
+        ("skyward", "09", "Ninth grade"),
+        ("skyward", "TK", "Transitional Kindergarten"),
+        ("skyward", "UG", "Ungraded"),
+        // Generic: K, 1..12; Aeries (no preset, no map): 0..12 by the built-in table.
+        ("generic", "K", "Kindergarten"),
+        ("generic", "11", "Eleventh grade"),
+        ("aeries", "0", "Kindergarten"),
+        ("aeries", "5", "Fifth grade"),
+    ] {
+        assert_eq!(r.grade_level("d1", source, value), Ok(want), "{source} {value:?}");
+    }
+}
+
+#[test]
+fn an_unknown_grade_is_never_guessed() {
+    let r = CodeMapRegistry::with_builtins();
+    for (source, value) in [
+        ("powerschool", "-1"),
+        ("powerschool", "-2"),
+        ("skyward", "PS"),
+        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Grade Fourteen"),
+        ("aeries", "99"),
+    ] {
+        let err = r.grade_level("d1", source, value).unwrap_err();
+        assert!(matches!(err, LookupError::UnknownGradeLevel { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{value:?}")), "{err}");
+        assert!(err.to_string().contains("[grade_levels]"), "{err}");
+    }
+}
+
+#[test]
+fn a_district_map_extends_and_overrides_the_grade_table() {
+    let map = CodeMap::from_toml_str(
+        r#"
+        district_id = "Ridge"
+        source_system = "powerschool"
+        extends = "powerschool"
+        [grade_levels]
+        "-1" = "prekindergarten"
+        "-2" = "Preschool"
+        "K" = "Transitional Kindergarten"
+        [exit_withdraw_types]
+        "NS" = "No show"
+        "W1" = "Withdrawn"
+        "IE" = "invalid enrollment"
+        "#,
+        "ridge.toml",
+    )
+    .unwrap();
+    let mut r = CodeMapRegistry::with_builtins();
+    r.insert(map).unwrap();
+    assert_eq!(r.grade_level("ridge", "powerschool", "-1"), Ok("Prekindergarten"));
+    assert_eq!(r.grade_level("RIDGE", "powerschool", "-2"), Ok("Preschool"));
+    assert_eq!(
+        r.grade_level("ridge", "powerschool", "k"),
+        Ok("Transitional Kindergarten"),
+        "the district's entry comes before the built-in table"
+    );
+    assert_eq!(r.grade_level("ridge", "powerschool", "0"), Ok("Kindergarten"));
+    assert_eq!(r.exit_withdraw_type("ridge", "powerschool", "ns"), Ok("No show"));
+    assert_eq!(r.exit_withdraw_type("ridge", "powerschool", "IE"), Ok("Invalid enrollment"));
+    // Another district keeps the built-ins.
+    assert!(r.grade_level("other", "powerschool", "-1").is_err());
+    assert!(matches!(
+        r.exit_withdraw_type("other", "powerschool", "NS"),
+        Err(LookupError::UnknownExitType { .. })
+    ));
+    // Attendance codes still come from the preset.
+    assert!(r.lookup("ridge", "powerschool", "A", Some("Absent")).is_ok());
+}
+
+#[test]
+fn exit_types_match_the_ed_fi_code_values_bare_or_as_uris() {
+    let r = CodeMapRegistry::with_builtins();
+    for (value, want) in [
+        ("No show", "No show"),
+        ("uri://ed-fi.org/ExitWithdrawTypeDescriptor#Invalid enrollment", "Invalid enrollment"),
+        ("uri://ed-fi.org/ExitWithdrawTypeDescriptor#Transferred", "Transferred"),
+        ("graduated", "Graduated"),
+    ] {
+        assert_eq!(r.exit_withdraw_type("d1", "edfi", value), Ok(want));
+        assert_eq!(r.exit_withdraw_type("d1", "aeries", value), Ok(want), "no map");
+    }
+}
+
+#[test]
+fn grade_and_exit_sections_are_validated() {
+    for (body, key, problem) in [
+        (r#"[grade_levels]
+            "K" = "Kinder""#, "grade_levels.K", "not an Ed-Fi GradeLevelDescriptor code value"),
+        (r#"[grade_levels]
+            "K" = 5"#, "grade_levels.K", "must be a string"),
+        (r#"[grade_levels]
+            "KG" = "Kindergarten"
+            "kg" = "Kindergarten""#, "grade_levels.kg", "same value as"),
+        (r#"[exit_withdraw_types]
+            "NS" = "No-show""#, "exit_withdraw_types.NS", "ExitWithdrawTypeDescriptor"),
+    ] {
+        let text = format!("district_id = \"d\"\nsource_system = \"powerschool\"\n{body}");
+        let err = CodeMap::from_toml_str(&text, "d.toml").unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(problem), "{err}");
+    }
+    // A map of grades only is a valid map.
+    let m = CodeMap::from_toml_str(
+        "district_id = \"d\"\nsource_system = \"aeries\"\n[grade_levels]\n\"-1\" = \"Transitional Kindergarten\"\n",
+        "d.toml",
+    )
+    .unwrap();
+    assert_eq!(m.grade_entries(), vec![("-1", "Transitional Kindergarten")]);
+}

@@ -174,6 +174,83 @@ pub const DEFAULT_EXIT_DATE_SENTINEL: NaiveDate = match NaiveDate::from_ymd_opt(
     None => panic!("9999-12-31 is a date"),
 };
 
+/// The canonical grade levels: every code value of Ed-Fi's GradeLevelDescriptor (Data
+/// Standard 5.2, `shared/edfi/descriptors/GradeLevelDescriptor.xml`), in its order and
+/// spelling. `Enrollment::grade_level` is one of these (or `None`); the code maps
+/// (`rollcall-codemaps`) turn each SIS's spelling into one, and policy settings that
+/// name grades are checked against this list. The last four are deprecated in the
+/// Ed-Fi standard but still valid code values, so a feed that sends them keeps them.
+pub const GRADE_LEVELS: &[&str] = &[
+    "Infant/toddler",
+    "Preschool",
+    "Prekindergarten",
+    "Transitional Kindergarten",
+    "Kindergarten",
+    "First grade",
+    "Second grade",
+    "Third grade",
+    "Fourth grade",
+    "Fifth grade",
+    "Sixth grade",
+    "Seventh grade",
+    "Eighth grade",
+    "Ninth grade",
+    "Tenth grade",
+    "Eleventh grade",
+    "Twelfth grade",
+    "Grade 13",
+    "Postsecondary",
+    "Ungraded",
+    "Other",
+    "Out of School",
+    "Adult Education",
+    "Early Education",
+    "No grade level",
+    "Preschool/Prekindergarten",
+];
+
+/// The canonical exit/withdraw types: every code value of Ed-Fi's
+/// ExitWithdrawTypeDescriptor (Data Standard 5.2,
+/// `shared/edfi/descriptors/ExitWithdrawTypeDescriptor.xml`), in its order and spelling.
+/// `Enrollment::exit_withdraw_type` is one of these (or `None`).
+pub const EXIT_WITHDRAW_TYPES: &[&str] = &[
+    "Completed",
+    "Died or is permanently incapacitated",
+    "Dropout",
+    "End of school year",
+    "Enrolled in a high school diploma program",
+    "Expelled",
+    "Graduated",
+    "Incarcerated",
+    "Invalid enrollment",
+    "Involuntarily Removed",
+    "No show",
+    "Other",
+    "Reached maximum age",
+    "Transferred",
+    "Withdrawn",
+];
+
+/// The canonical spelling of a grade level named exactly or differing only in ASCII
+/// case (`"first grade"` → `"First grade"`), else `None`.
+pub fn canonical_grade_level(name: &str) -> Option<&'static str> {
+    let name = name.trim();
+    GRADE_LEVELS
+        .iter()
+        .copied()
+        .find(|g| g.eq_ignore_ascii_case(name))
+}
+
+/// The canonical spelling of an exit/withdraw type named exactly or differing only in
+/// ASCII case, else `None`.
+pub fn canonical_exit_withdraw_type(name: &str) -> Option<&'static str> {
+    let name = name.trim();
+    EXIT_WITHDRAW_TYPES
+        .iter()
+        .copied()
+        .find(|g| g.eq_ignore_ascii_case(name))
+}
+
 /// The Kafka key of attendance and enrollment records: one student's records share a
 /// partition (and so one rollup instance).
 pub fn student_key(district_id: &str, student_id: &str) -> String {
@@ -232,6 +309,8 @@ pub struct Enrollment {
     pub entry_date: NaiveDate,
     /// Inclusive or exclusive per the policy's `exit_date` rule; `None` = still enrolled.
     pub exit_date: Option<NaiveDate>,
+    /// The canonical grade level, one of [`GRADE_LEVELS`] (mapped by the code maps);
+    /// `None` when the SIS sent none.
     pub grade_level: Option<String>,
     pub subgroups: Vec<String>,
     pub state_student_id: Option<String>,
@@ -241,6 +320,14 @@ pub struct Enrollment {
     pub source_instance: String,
     pub source_key: String,
     pub observed_at_ms: i64,
+    /// The grade level as the SIS sent it (a descriptor URI's code value, `"KG"`, `"0"`).
+    pub source_grade_level: Option<String>,
+    /// The canonical exit/withdraw type, one of [`EXIT_WITHDRAW_TYPES`]; `None` when the
+    /// SIS sent none or the code map does not know the code (see `source_exit_withdraw_type`).
+    pub exit_withdraw_type: Option<String>,
+    /// The exit/withdraw code as the SIS sent it (a descriptor URI's code value, a
+    /// PowerSchool `ExitCode`).
+    pub source_exit_withdraw_type: Option<String>,
 }
 
 impl Enrollment {
@@ -422,6 +509,34 @@ mod tests {
         );
         assert_eq!("key_change".parse(), Ok(RawOperation::KeyChange));
         assert!("keychange".parse::<RawOperation>().is_err());
+    }
+
+    #[test]
+    fn grade_levels_and_exit_types_are_the_ed_fi_code_values() {
+        let xml = |f: &str| {
+            let text = std::fs::read_to_string(format!(
+                "{}/../../../shared/edfi/descriptors/{f}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .ok()?;
+            Some(
+                text.split("<CodeValue>")
+                    .skip(1)
+                    .filter_map(|p| p.split_once("</CodeValue>").map(|(v, _)| v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // The shared descriptor files sit beside the checkout; compare when present.
+        if let Some(grades) = xml("GradeLevelDescriptor.xml") {
+            assert_eq!(grades, GRADE_LEVELS);
+        }
+        if let Some(exits) = xml("ExitWithdrawTypeDescriptor.xml") {
+            assert_eq!(exits, EXIT_WITHDRAW_TYPES);
+        }
+        assert_eq!(canonical_grade_level(" first GRADE "), Some("First grade"));
+        assert_eq!(canonical_grade_level("1st"), None);
+        assert_eq!(canonical_exit_withdraw_type("no show"), Some("No show"));
+        assert_eq!(canonical_exit_withdraw_type("NS"), None);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Normalized {
     pub key: String,
     /// Avro single-object encoded canonical record.
     pub value: Vec<u8>,
+    /// An enrollment whose exit/withdraw code the code maps do not know: published with
+    /// no canonical exit type (it voids nothing); the normalizer counts it.
+    pub unmapped_exit_type: bool,
 }
 
 /// Turns raw records into canonical events under one policy and set of code maps.
@@ -223,6 +226,8 @@ impl Normalizer {
 fn encode_canonical(c: Canonical) -> Normalized {
     let entity = c.entity();
     let key = c.kafka_key();
+    let unmapped_exit_type = matches!(&c, Canonical::Enrollment(e)
+        if e.exit_withdraw_type.is_none() && e.source_exit_withdraw_type.is_some());
     let (district_id, value) = match c {
         Canonical::Attendance(e) => {
             let v = encode(&e);
@@ -242,6 +247,7 @@ fn encode_canonical(c: Canonical) -> Normalized {
         district_id,
         key,
         value,
+        unmapped_exit_type,
     }
 }
 
@@ -266,6 +272,9 @@ fn lookup_rejection(e: LookupError) -> Rejection {
     let kind = match e {
         LookupError::UnknownCode { .. } => RejectKind::UnknownCode,
         LookupError::NoCodeMap { .. } => RejectKind::NoCodeMap,
+        LookupError::UnknownGradeLevel { .. } => RejectKind::UnknownGradeLevel,
+        // Unknown exit types are kept, not rejected (records.rs); listed for completeness.
+        LookupError::UnknownExitType { .. } => RejectKind::InvalidValue,
     };
     reject(kind, e.to_string())
 }

@@ -158,6 +158,8 @@ pub struct EdfiDoc<'a> {
     pub exit_withdraw_date: Str<'a>,
     #[serde(borrow)]
     pub entry_grade_level_descriptor: Str<'a>,
+    #[serde(borrow)]
+    pub exit_withdraw_type_descriptor: Str<'a>,
     // Calendar.
     #[serde(borrow)]
     pub date: Str<'a>,
@@ -218,6 +220,8 @@ pub struct FlatDoc<'a> {
     pub exit_date: Str<'a>,
     #[serde(borrow)]
     pub grade_level: Str<'a>,
+    #[serde(borrow)]
+    pub exit_withdraw_type: Str<'a>,
     #[serde(borrow)]
     pub subgroups: Str<'a>,
     #[serde(borrow)]

@@ -114,6 +114,7 @@ struct EnrollmentIn<'a> {
     exit_date: (Name, Text<'a>),
     school_year: Option<(Name, Year<'a>)>,
     grade_level: (Name, Text<'a>),
+    exit_withdraw_type: (Name, Text<'a>),
     subgroups: (Name, Text<'a>),
     state_student_id: (Name, Text<'a>),
 }
@@ -252,6 +253,10 @@ impl Source<'_> {
                             n("entryGradeLevelDescriptor"),
                             doc.entry_grade_level_descriptor,
                         ),
+                        exit_withdraw_type: (
+                            n("exitWithdrawTypeDescriptor"),
+                            doc.exit_withdraw_type_descriptor,
+                        ),
                         subgroups: (n("-"), None),
                         state_student_id: (n("-"), None),
                     },
@@ -338,6 +343,7 @@ impl Source<'_> {
                     exit_date: (n("exit_date"), doc.exit_date),
                     school_year: year,
                     grade_level: (n("grade_level"), doc.grade_level),
+                    exit_withdraw_type: (n("exit_withdraw_type"), doc.exit_withdraw_type),
                     subgroups: (n("subgroups"), doc.subgroups),
                     state_student_id: (n("state_student_id"), doc.state_student_id),
                 },
@@ -643,8 +649,9 @@ impl Source<'_> {
             ));
         }
         let school_year = self.school_year(e.school_year, entry_date, entry_name, &meta)?;
-        let grade_level = fields::optional(e.grade_level.0, e.grade_level.1)?
-            .map(|g| descriptor_code_value(&g).to_string());
+        let (grade_level, source_grade_level) = self.grade_level(e.grade_level, &meta)?;
+        let (exit_withdraw_type, source_exit_withdraw_type) =
+            self.exit_withdraw_type(e.exit_withdraw_type)?;
         let subgroups = match fields::optional(e.subgroups.0, e.subgroups.1)? {
             Some(s) => fields::list(e.subgroups.0, &s)?,
             None => Vec::new(),
@@ -669,7 +676,58 @@ impl Source<'_> {
             source_instance: meta.source_instance,
             source_key: meta.source_key,
             observed_at_ms: meta.observed_at_ms,
+            source_grade_level,
+            exit_withdraw_type,
+            source_exit_withdraw_type,
         }))
+    }
+
+    /// The canonical grade level (code maps: the district's or preset's `[grade_levels]`,
+    /// then the built-in table) and the grade as sent (a descriptor URI's code value).
+    /// Blank or absent → both `None`. An upsert with a grade no table knows is a dead
+    /// letter (`unknown_grade_level`), never a guess; a delete keeps the grade as sent
+    /// with no canonical one, so a correction of such a record still applies.
+    fn grade_level(
+        &self,
+        (name, v): (Name, Text<'_>),
+        meta: &Meta,
+    ) -> Result<(Option<String>, Option<String>), Rejection> {
+        let Some(raw) = fields::optional(name, v)? else {
+            return Ok((None, None));
+        };
+        let source = descriptor_code_value(&raw).to_string();
+        match self
+            .codemaps
+            .grade_level(&self.district_id, &self.env.source_system, &raw)
+        {
+            Ok(g) => Ok((Some(g.to_string()), Some(source))),
+            Err(_) if !meta.upsert() => Ok((None, Some(source))),
+            Err(e) => Err(reject(
+                RejectKind::UnknownGradeLevel,
+                format!("field {name}: {e}"),
+            )),
+        }
+    }
+
+    /// The canonical exit/withdraw type and the code as sent. A code no table knows is
+    /// kept as sent with no canonical type (so it voids nothing) rather than
+    /// dead-lettered: an exit type only ever removes enrolled days, and most SIS exit
+    /// codes are district-defined. The normalizer counts such records
+    /// (`rollcall_normalizer_unmapped_exit_types_total`).
+    fn exit_withdraw_type(
+        &self,
+        (name, v): (Name, Text<'_>),
+    ) -> Result<(Option<String>, Option<String>), Rejection> {
+        let Some(raw) = fields::optional(name, v)? else {
+            return Ok((None, None));
+        };
+        let source = descriptor_code_value(&raw).to_string();
+        let canonical = self
+            .codemaps
+            .exit_withdraw_type(&self.district_id, &self.env.source_system, &raw)
+            .ok()
+            .map(str::to_string);
+        Ok((canonical, Some(source)))
     }
 
     fn calendar(&self, c: CalendarIn<'_>, meta: Meta) -> Result<Canonical, Rejection> {

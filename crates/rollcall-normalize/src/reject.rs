@@ -57,6 +57,9 @@ reject_kinds! {
     UnknownCode = "unknown_code",
     /// No code map for the district and source system, and no preset of that name.
     NoCodeMap = "no_code_map",
+    /// A grade level that neither the district's (or preset's) `[grade_levels]` nor the
+    /// built-in table maps to an Ed-Fi GradeLevelDescriptor code value.
+    UnknownGradeLevel = "unknown_grade_level",
     /// A duration or minutes value that is not a usable number.
     InvalidDuration = "invalid_duration",
     FractionOutOfRange = "fraction_out_of_range",

@@ -909,7 +909,141 @@ fn edfi_student_school_association_becomes_an_enrollment() {
         (d(2021, 8, 23), Some(d(2022, 1, 14)))
     );
     assert_eq!(e.grade_level.as_deref(), Some("Ninth grade"));
+    assert_eq!(e.source_grade_level.as_deref(), Some("Ninth grade"));
+    assert_eq!((e.exit_withdraw_type.as_deref(), e.source_exit_withdraw_type.as_deref()), (None, None));
     assert_eq!(e.kafka_key(), "d001/604822");
+}
+
+fn enrollment_of(env: &RawEnvelope) -> Enrollment {
+    match run(env).unwrap().as_slice() {
+        [Canonical::Enrollment(e)] => e.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn grade_levels_become_ed_fi_code_values_from_every_source() {
+    let flat_enr = |source: &str, grade: &str| {
+        flat(
+            source,
+            Entity::Enrollment,
+            json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01", "grade_level": grade}),
+        )
+    };
+    for (source, grade, want) in [
+        ("powerschool", "0", "Kindergarten"),
+        ("powerschool", "9", "Ninth grade"),
+        ("infinite_campus", "KG", "Kindergarten"),
+        ("infinite_campus", "03", "Third grade"),
+        ("skyward", "PK", "Prekindergarten"),
+        ("skyward", "12", "Twelfth grade"),
+        ("aeries", "0", "Kindergarten"),
+        ("generic", "K", "Kindergarten"),
+        ("generic", " Transitional Kindergarten ", "Transitional Kindergarten"),
+        ("csv", "TK", "Transitional Kindergarten"),
+    ] {
+        let e = enrollment_of(&flat_enr(source, grade));
+        assert_eq!(e.grade_level.as_deref(), Some(want), "{source} {grade:?}");
+        assert_eq!(e.source_grade_level.as_deref(), Some(grade.trim()));
+    }
+    // Ed-Fi: a descriptor URI of any namespace, or a state's code value.
+    for (descriptor, want) in [
+        ("uri://ed-fi.org/GradeLevelDescriptor#Kindergarten", "Kindergarten"),
+        ("uri://tx.gov/GradeLevelDescriptor#KG", "Kindergarten"),
+        ("First grade", "First grade"),
+    ] {
+        let e = enrollment_of(&edfi(
+            Entity::Enrollment,
+            json!({"schoolReference": {"schoolId": 1}, "studentReference": {"studentUniqueId": "2"},
+                   "entryDate": "2021-08-23", "entryGradeLevelDescriptor": descriptor}),
+        ));
+        assert_eq!(e.grade_level.as_deref(), Some(want), "{descriptor}");
+    }
+    // Blank or absent: no grade, no dead letter.
+    let e = enrollment_of(&flat_enr("powerschool", "  "));
+    assert_eq!((e.grade_level, e.source_grade_level), (None, None));
+}
+
+#[test]
+fn an_unknown_grade_is_a_dead_letter_naming_it_and_a_district_map_fixes_it() {
+    let env = flat(
+        "powerschool",
+        Entity::Enrollment,
+        json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01", "grade_level": "-1"}),
+    );
+    let r = rejected(&env);
+    assert_eq!(r.kind, RejectKind::UnknownGradeLevel);
+    assert!(r.reason.contains("\"-1\"") && r.reason.contains("d001"), "{}", r.reason);
+    assert_eq!(r.kind.as_str(), "unknown_grade_level");
+    // A delete of such a record still applies (no canonical grade).
+    let mut del = env.clone();
+    del.operation = RawOperation::Delete;
+    let e = enrollment_of(&del);
+    assert_eq!((e.grade_level.as_deref(), e.source_grade_level.as_deref()), (None, Some("-1")));
+    // After the district maps it, the same record replays into an enrollment.
+    let mut r = CodeMapRegistry::with_builtins();
+    r.insert(
+        CodeMap::from_toml_str(
+            "district_id = \"d001\"\nsource_system = \"powerschool\"\nextends = \"powerschool\"\n[grade_levels]\n\"-1\" = \"Prekindergarten\"\n",
+            "d001.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let n = Normalizer::try_new(r, Policy::default()).unwrap();
+    let out = n.normalize(&encode_raw(&env), today()).unwrap();
+    let e = decode_enrollment(&out[0].value).unwrap();
+    assert_eq!(e.grade_level.as_deref(), Some("Prekindergarten"));
+    assert_eq!(e.source_grade_level.as_deref(), Some("-1"));
+}
+
+#[test]
+fn exit_withdraw_types_are_read_from_every_source() {
+    let e = enrollment_of(&edfi(
+        Entity::Enrollment,
+        json!({"schoolReference": {"schoolId": 1}, "studentReference": {"studentUniqueId": "2"},
+               "entryDate": "2021-08-23", "exitWithdrawDate": "2021-08-23",
+               "exitWithdrawTypeDescriptor": "uri://ed-fi.org/ExitWithdrawTypeDescriptor#No show"}),
+    ));
+    assert_eq!(e.exit_withdraw_type.as_deref(), Some("No show"));
+    assert_eq!(e.source_exit_withdraw_type.as_deref(), Some("No show"));
+    let flat_exit = |code: &str| {
+        flat(
+            "powerschool",
+            Entity::Enrollment,
+            json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01",
+                   "exit_date": "2021-09-01", "exit_withdraw_type": code}),
+        )
+    };
+    // A canonical name is understood from any source.
+    let e = enrollment_of(&flat_exit("invalid enrollment"));
+    assert_eq!(e.exit_withdraw_type.as_deref(), Some("Invalid enrollment"));
+    // A district-defined code the map does not know: kept, not canonical, flagged.
+    let out = normalizer().normalize(&encode_raw(&flat_exit("NS")), today()).unwrap();
+    assert!(out[0].unmapped_exit_type);
+    let e = decode_enrollment(&out[0].value).unwrap();
+    assert_eq!((e.exit_withdraw_type.as_deref(), e.source_exit_withdraw_type.as_deref()), (None, Some("NS")));
+    // The district's map names it.
+    let mut r = CodeMapRegistry::with_builtins();
+    r.insert(
+        CodeMap::from_toml_str(
+            "district_id = \"d001\"\nsource_system = \"powerschool\"\nextends = \"powerschool\"\n[exit_withdraw_types]\nNS = \"No show\"\n",
+            "d001.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let n = Normalizer::try_new(r, Policy::default()).unwrap();
+    let out = n.normalize(&encode_raw(&flat_exit("NS")), today()).unwrap();
+    assert!(!out[0].unmapped_exit_type);
+    let e = decode_enrollment(&out[0].value).unwrap();
+    assert_eq!(e.exit_withdraw_type.as_deref(), Some("No show"));
+    // No exit code: nothing, not flagged.
+    let out = normalizer()
+        .normalize(&encode_raw(&flat("powerschool", Entity::Enrollment,
+            json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01"}))), today())
+        .unwrap();
+    assert!(!out[0].unmapped_exit_type);
 }
 
 #[test]
@@ -1123,6 +1257,14 @@ fn bad_records() -> Vec<(RejectKind, Vec<u8>)> {
         (
             RejectKind::NoCodeMap,
             raw(&flat("aeries", Entity::Attendance, flat_event())),
+        ),
+        (
+            RejectKind::UnknownGradeLevel,
+            raw(&flat(
+                "powerschool",
+                Entity::Enrollment,
+                json!({"school_id": "1", "student_id": "2", "entry_date": "2021-09-01", "grade_level": "-1"}),
+            )),
         ),
         (
             RejectKind::InvalidDuration,

@@ -146,6 +146,9 @@ fn feed(students: usize, seed: u64, versions: Versions) -> Feed {
                 604_000 + st
             ),
             observed_at_ms: 0,
+            source_grade_level: None,
+            exit_withdraw_type: None,
+            source_exit_withdraw_type: None,
         });
         let first = days.iter().position(|d| *d >= entry).unwrap();
         let n = 10 + rng.below(6) as usize;

@@ -6,7 +6,7 @@
 //! unit    : school varint | school_year u16le | n_spans varint | n_events varint | span* | event*
 //! span    : key_hash 6B | flags u8 | version | entry u16le | exit u16le
 //!           | grade varint | subgroups varint | ssid index+1 varint
-//!           flags = tombstone 1b | version mode 1b
+//!           flags = tombstone 1b | version mode 1b | void 1b
 //! event   : key_hash 6B | info u16le | version [| fraction u16le]
 //!           info = day_offset 9b | category 3b | tombstone 1b | fraction code 2b | version mode 1b
 //!           (fraction code 0 = 0, 1 = 1000, 2 = 500, 3 = the u16 that follows)
@@ -34,6 +34,9 @@ pub(crate) struct Span {
     pub hash: u64,
     pub ver: i64,
     pub tomb: bool,
+    /// The enrollment's exit type voids it (`policy.void_exit_types`): it contributes no
+    /// enrolled day, but is kept (with its version) so corrections and deletes apply.
+    pub void: bool,
     pub entry: u16,
     pub exit: u16,
     pub grade: u32,
@@ -301,6 +304,7 @@ pub(crate) fn decode(blob: &[u8], out: &mut Decoded) {
                 hash,
                 ver,
                 tomb: flags & 1 != 0,
+                void: flags & 4 != 0,
                 entry,
                 exit,
                 grade,
@@ -403,7 +407,7 @@ pub(crate) fn encode(d: &Decoded, buf: &mut Vec<u8>) {
         for s in d.unit_spans(u) {
             buf.extend_from_slice(&s.hash.to_le_bytes()[..6]);
             let at = buf.len();
-            buf.push(u8::from(s.tomb));
+            buf.push(u8::from(s.tomb) | (u8::from(s.void) << 2));
             if put_version(buf, s.ver, prev) {
                 buf[at] |= 2;
             }
@@ -459,6 +463,7 @@ mod tests {
             hash: HASH_MASK,
             ver: i64::MIN,
             tomb: false,
+            void: true,
             entry: 19_000,
             exit: NO_EXIT,
             grade: 3,

@@ -672,6 +672,7 @@ impl RollupState {
                     hash,
                     ver: v,
                     tomb: false,
+                    void: policy::voids_enrollment(e.exit_withdraw_type.as_deref(), &self.policy),
                     entry,
                     exit,
                     grade,
@@ -697,6 +698,7 @@ impl RollupState {
                     hash,
                     ver: v,
                     tomb: true,
+                    void: false,
                     entry,
                     exit,
                     grade: 0,
@@ -896,7 +898,10 @@ impl RollupState {
         let exclusive = self.policy.exit_date == policy::ExitDateRule::Exclusive;
         let mut enrolled = [0u64; YEAR_WORDS];
         let mut latest: Option<&Span> = None;
-        for s in d.unit_spans(u).iter().filter(|s| !s.tomb) {
+        let live = || d.unit_spans(u).iter().filter(|s| !s.tomb);
+        // A void enrollment (policy::voids_enrollment) adds no enrolled day, and gives the
+        // unit its grade and subgroups only when no other enrollment does.
+        for s in live().filter(|s| !s.void) {
             let from = s.entry.max(start);
             let to = match s.exit {
                 NO_EXIT => start + len,
@@ -910,6 +915,13 @@ impl RollupState {
             }
             if latest.is_none_or(|l| (s.entry, s.ver) > (l.entry, l.ver)) {
                 latest = Some(s);
+            }
+        }
+        if latest.is_none() {
+            for s in live() {
+                if latest.is_none_or(|l| (s.entry, s.ver) > (l.entry, l.ver)) {
+                    latest = Some(s);
+                }
             }
         }
         // days counted: instructional, enrolled, up to as-of

@@ -183,9 +183,11 @@ pub fn compute(
         let unit_events = evs.get(&unit).unwrap_or(&no_events);
         let is_instructional =
             |d: NaiveDate| instructional.contains(&(district.as_str(), school.as_str(), d));
+        let voids = |s: &Enrollment| policy::voids_enrollment(s.exit_withdraw_type.as_deref(), p);
         let is_enrolled = |d: NaiveDate| {
             unit_spans
                 .iter()
+                .filter(|s| !voids(s))
                 .any(|s| policy::is_enrolled_on(d, s.entry_date, s.exit_date, p))
         };
         let missing = policy::missing_day_rule(district, p) == MissingDayRule::Missing;
@@ -256,7 +258,13 @@ pub fn compute(
             .sum();
         let latest = unit_spans
             .iter()
-            .max_by_key(|s| (s.entry_date, s.source_version));
+            .filter(|s| !voids(s))
+            .max_by_key(|s| (s.entry_date, s.source_version))
+            .or_else(|| {
+                unit_spans
+                    .iter()
+                    .max_by_key(|s| (s.entry_date, s.source_version))
+            });
         let absent_days = f64::from(absent) / 1000.0;
         let tier = if days_enrolled == 0 {
             Tier::Satisfactory

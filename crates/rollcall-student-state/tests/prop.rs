@@ -220,6 +220,15 @@ fn build(shape: Shape, specs: Vec<Spec>) -> Vec<Op> {
                         source_instance: "i".into(),
                         source_key: format!("en{key}"),
                         observed_at_ms: 0,
+                        source_grade_level: None,
+                        // Some spans are void (policy.void_exit_types), some not; a
+                        // correction of the same key may change it either way.
+                        exit_withdraw_type: match (entry + grade + u8::from(next_year)) % 5 {
+                            0 => Some("No show".into()),
+                            1 => Some("Transferred".into()),
+                            _ => None,
+                        },
+                        source_exit_withdraw_type: None,
                     })
                 }
                 Spec::Cal((district, school, alt, d, instructional, delete)) => {

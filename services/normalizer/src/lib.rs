@@ -306,9 +306,13 @@ pub fn transform_batch(
                     district_id,
                     key,
                     value,
+                    unmapped_exit_type,
                 } in events
                 {
                     tally.record_out(&district_id, entity.as_str());
+                    if unmapped_exit_type {
+                        tally.record_unmapped_exit_type(&district_id);
+                    }
                     outs.push(OutRecord {
                         topic: topics.normalized(entity.as_str()),
                         key: key.into_bytes(),
@@ -375,6 +379,94 @@ mod tests {
         assert_eq!(dead, vec![&vec![9]], "only the culprit is dead-lettered");
         // log2(13) rounds of halving, each failing once and then committing the halves.
         assert!(attempts <= 13, "{attempts} attempts");
+    }
+
+    fn enrollment_record(offset: i64, payload: serde_json::Value) -> InRecord {
+        let env = rollcall_model::RawEnvelope {
+            source_system: "powerschool".into(),
+            source_instance: "inbox".into(),
+            district_id: "d1".into(),
+            entity: rollcall_model::Entity::Enrollment,
+            operation: rollcall_model::RawOperation::Upsert,
+            natural_key: format!("enrollment:{offset}"),
+            old_natural_key: None,
+            source_version: offset,
+            observed_at_ms: 0,
+            payload_format: rollcall_model::PayloadFormat::FlatJson,
+            payload: payload.to_string().into_bytes(),
+        };
+        InRecord {
+            topic: "t.raw.enrollment".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: rollcall_avro::encode_raw(&env),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn grades_are_canonical_unknown_grades_dead_letter_and_unmapped_exit_codes_are_counted() {
+        let normalizer = Normalizer::try_new(
+            rollcall_codemaps::CodeMapRegistry::with_builtins(),
+            rollcall_policy::Policy::default(),
+        )
+        .unwrap();
+        let topics = Topics::new("t");
+        let base = |grade: &str, exit: &str| {
+            serde_json::json!({"school_id": "101", "student_id": "S1", "entry_date": "2024-08-20",
+                "exit_date": "2024-08-20", "grade_level": grade, "exit_withdraw_type": exit})
+        };
+        let batch = vec![
+            enrollment_record(1, base("0", "")),
+            enrollment_record(2, base("-1", "")),
+            enrollment_record(3, base("5", "W1")),
+            enrollment_record(4, base("5", "No show")),
+        ];
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        let (outs, tally) = transform_batch(&normalizer, &topics, &batch, today);
+        assert_eq!(outs.len(), 4, "3 enrollments and 1 dead letter");
+        assert_eq!(tally.total_in(), 4);
+        assert_eq!(tally.total_out(), 3);
+        assert_eq!(
+            tally.dead_letters.get(&("d1".to_string(), "unknown_grade_level".to_string())),
+            Some(&1)
+        );
+        assert_eq!(tally.unmapped_exit_types.get("d1"), Some(&1), "W1 is district-defined");
+        let enrollments: Vec<rollcall_model::Enrollment> = outs
+            .iter()
+            .filter(|o| o.topic == topics.normalized("enrollment"))
+            .map(|o| rollcall_avro::decode_enrollment(&o.payload).unwrap())
+            .collect();
+        let got: Vec<(Option<&str>, Option<&str>, Option<&str>)> = enrollments
+            .iter()
+            .map(|e| {
+                (
+                    e.grade_level.as_deref(),
+                    e.exit_withdraw_type.as_deref(),
+                    e.source_exit_withdraw_type.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("Kindergarten"), None, None),
+                (Some("Fifth grade"), None, Some("W1")),
+                (Some("Fifth grade"), Some("No show"), Some("No show")),
+            ]
+        );
+        let dl = outs
+            .iter()
+            .find(|o| o.topic == topics.dead_letters())
+            .unwrap();
+        let reason = dl
+            .headers
+            .iter()
+            .find(|(k, _)| k == "rollcall.error.reason")
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .unwrap_or_default();
+        assert!(reason.contains("\"-1\""), "{reason}");
     }
 
     #[test]

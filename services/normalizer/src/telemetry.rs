@@ -20,6 +20,9 @@ pub struct BatchTally {
     /// Records that give no event and are no error: sessions of a district whose
     /// calendar is not derived.
     pub ignored: u64,
+    /// district → enrollments published with an exit/withdraw code no code map knows
+    /// (kept as sent; it voids nothing until the district's map names it).
+    pub unmapped_exit_types: HashMap<String, u64>,
 }
 
 impl BatchTally {
@@ -27,6 +30,13 @@ impl BatchTally {
         *self
             .records_in
             .entry(district.unwrap_or(UNKNOWN).to_string())
+            .or_default() += 1;
+    }
+
+    pub fn record_unmapped_exit_type(&mut self, district: &str) {
+        *self
+            .unmapped_exit_types
+            .entry(district.to_string())
             .or_default() += 1;
     }
 
@@ -81,6 +91,10 @@ impl BatchTally {
             metrics::counter!("rollcall_normalizer_dead_letters_total",
                 "district" => d.clone(), "kind" => k.clone())
             .increment(*n);
+        }
+        for (d, n) in &self.unmapped_exit_types {
+            metrics::counter!("rollcall_normalizer_unmapped_exit_types_total", "district" => d.clone())
+                .increment(*n);
         }
         if self.ignored > 0 {
             metrics::counter!("rollcall_normalizer_records_ignored_total").increment(self.ignored);

@@ -77,6 +77,9 @@ pub fn enrollment(
         source_instance: "test".into(),
         source_key: format!("enr|{school}|{student}|{entry}"),
         observed_at_ms: 0,
+        source_grade_level: None,
+        exit_withdraw_type: None,
+        source_exit_withdraw_type: None,
     }
 }
 

@@ -267,6 +267,9 @@ pub async fn rollup(cfg: &Config, secrets: &Secrets, students: usize) -> anyhow:
             source_instance: inst,
             source_key: key,
             observed_at_ms: obs,
+            source_grade_level: None,
+            exit_withdraw_type: None,
+            source_exit_withdraw_type: None,
         };
         outs.push(OutRecord {
             topic: topics.normalized("enrollment"),

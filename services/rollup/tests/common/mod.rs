@@ -78,6 +78,9 @@ fn enrollment(
         source_instance: "t".into(),
         source_key: format!("enr:{student}:{school}:{entry}"),
         observed_at_ms: 0,
+        source_grade_level: None,
+        exit_withdraw_type: None,
+        source_exit_withdraw_type: None,
     }
 }
 
