@@ -54,6 +54,14 @@ pub struct Policy {
     /// the SIS publishes no instructional calendar: `[policy.derived_calendars.<district>]`.
     /// Never applied to a district not listed here.
     pub derived_calendars: std::collections::BTreeMap<String, DerivedCalendar>,
+    /// The canonical grade levels (Ed-Fi GradeLevelDescriptor code values,
+    /// `rollcall_model::GRADE_LEVELS`) whose students enter the aggregates; see
+    /// [`counts_in_aggregates`]. Default Kindergarten through Twelfth grade.
+    pub aggregate_grades: Vec<String>,
+    /// Exit/withdraw types (Ed-Fi ExitWithdrawTypeDescriptor code values,
+    /// `rollcall_model::EXIT_WITHDRAW_TYPES`) that void an enrollment: it contributes no
+    /// enrolled day. See [`voids_enrollment`]. Default `["No show", "Invalid enrollment"]`.
+    pub void_exit_types: Vec<String>,
 }
 
 /// The fallback calendar of one district: every `weekdays` date inside each session the
@@ -206,8 +214,53 @@ impl Default for Policy {
             uppercase_ids: false,
             max_id_length: 64,
             derived_calendars: std::collections::BTreeMap::new(),
+            aggregate_grades: DEFAULT_AGGREGATE_GRADES.map(String::from).to_vec(),
+            void_exit_types: DEFAULT_VOID_EXIT_TYPES.map(String::from).to_vec(),
         }
     }
+}
+
+/// `aggregate_grades` by default: Kindergarten through Twelfth grade (the grades of
+/// EDFacts FS195 and ESSA school accountability), so Preschool, Prekindergarten,
+/// Transitional Kindergarten, Grade 13, adult, ungraded and postsecondary students are
+/// reported separately, not in the K-12 rates.
+pub const DEFAULT_AGGREGATE_GRADES: [&str; 13] = [
+    "Kindergarten",
+    "First grade",
+    "Second grade",
+    "Third grade",
+    "Fourth grade",
+    "Fifth grade",
+    "Sixth grade",
+    "Seventh grade",
+    "Eighth grade",
+    "Ninth grade",
+    "Tenth grade",
+    "Eleventh grade",
+    "Twelfth grade",
+];
+
+/// `void_exit_types` by default: an enrollment that never began (the student did not
+/// show up) or was recorded in error.
+pub const DEFAULT_VOID_EXIT_TYPES: [&str; 2] = ["No show", "Invalid enrollment"];
+
+/// Whether a student of this (canonical) grade level enters the aggregates
+/// (`policy.aggregate_grades`). `None` — the SIS sent no grade — counts: a feed that
+/// exports no grades would otherwise publish nothing at all, and a grade that *was*
+/// sent but is unknown never gets here (the normalizer dead-letters it). Grades compare
+/// exactly, in their canonical spelling (validation guarantees the setting uses it).
+pub fn counts_in_aggregates(grade: Option<&str>, policy: &Policy) -> bool {
+    match grade {
+        None => true,
+        Some(g) => policy.aggregate_grades.iter().any(|a| a == g),
+    }
+}
+
+/// Whether an enrollment with this (canonical) exit/withdraw type is void
+/// (`policy.void_exit_types`): it contributes no enrolled day, as if it had never been
+/// recorded. `None` (no exit type, or one the code map does not know) never voids.
+pub fn voids_enrollment(exit_withdraw_type: Option<&str>, policy: &Policy) -> bool {
+    exit_withdraw_type.is_some_and(|t| policy.void_exit_types.iter().any(|v| v == t))
 }
 
 /// Lower bounds of the tiers: satisfactory < `at_risk` ≤ at risk < `moderate_chronic`
@@ -439,6 +492,41 @@ impl Policy {
             }
             for p in cal.problems() {
                 bad("derived_calendars", format!("{district}: {p}"));
+            }
+        }
+        if self.aggregate_grades.is_empty() {
+            bad(
+                "aggregate_grades",
+                "must name at least one grade level (default Kindergarten through Twelfth grade)".into(),
+            );
+        }
+        for (key, list, canonical) in [
+            (
+                "aggregate_grades",
+                &self.aggregate_grades,
+                rollcall_model::GRADE_LEVELS,
+            ),
+            (
+                "void_exit_types",
+                &self.void_exit_types,
+                rollcall_model::EXIT_WITHDRAW_TYPES,
+            ),
+        ] {
+            for v in list {
+                if !canonical.contains(&v.as_str()) {
+                    let hint = canonical
+                        .iter()
+                        .find(|c| c.eq_ignore_ascii_case(v.trim()))
+                        .map(|c| format!(" (did you mean {c:?}?)"))
+                        .unwrap_or_default();
+                    bad(
+                        key,
+                        format!(
+                            "must list Ed-Fi code values exactly as spelled; {v:?} is not one{hint}; expected any of: {}",
+                            canonical.join(", ")
+                        ),
+                    );
+                }
             }
         }
         for d in &self.positive_attendance_districts {

@@ -573,3 +573,66 @@ fn derived_calendar_settings_are_validated_by_name() {
     assert_eq!(cal.weekdays.len(), 5, "Monday to Friday by default");
     assert!(toml_policy.validate().is_ok());
 }
+
+// --- grades in aggregates, void exit types (issue 11, points 6 and 7) -----------------
+
+#[test]
+fn aggregates_count_kindergarten_through_twelfth_grade_by_default() {
+    let p = Policy::default();
+    assert_eq!(p.aggregate_grades.len(), 13);
+    for g in DEFAULT_AGGREGATE_GRADES {
+        assert!(counts_in_aggregates(Some(g), &p), "{g}");
+    }
+    for g in [
+        "Prekindergarten",
+        "Preschool",
+        "Transitional Kindergarten",
+        "Infant/toddler",
+        "Grade 13",
+        "Adult Education",
+        "Ungraded",
+        "Postsecondary",
+    ] {
+        assert!(!counts_in_aggregates(Some(g), &p), "{g}");
+    }
+    // No grade sent: counted (a feed without grades still publishes).
+    assert!(counts_in_aggregates(None, &p));
+    let with_pk = with(|p| p.aggregate_grades.push("Prekindergarten".into()));
+    assert!(with_pk.validate().is_ok());
+    assert!(counts_in_aggregates(Some("Prekindergarten"), &with_pk));
+}
+
+#[test]
+fn no_show_and_invalid_enrollments_are_void_by_default() {
+    let p = Policy::default();
+    assert!(voids_enrollment(Some("No show"), &p));
+    assert!(voids_enrollment(Some("Invalid enrollment"), &p));
+    for t in ["Transferred", "Withdrawn", "Expelled", "Graduated"] {
+        assert!(!voids_enrollment(Some(t), &p), "{t}");
+    }
+    assert!(!voids_enrollment(None, &p));
+    let none = with(|p| p.void_exit_types.clear());
+    assert!(none.validate().is_ok());
+    assert!(!voids_enrollment(Some("No show"), &none));
+}
+
+#[test]
+fn grade_and_exit_settings_must_be_ed_fi_code_values() {
+    let p = with(|p| {
+        p.aggregate_grades = vec!["kindergarten".into(), "KG".into()];
+        p.void_exit_types = vec!["No-show".into()];
+    });
+    let err = p.validate().unwrap_err().to_string();
+    assert!(err.contains("policy.aggregate_grades"), "{err}");
+    assert!(err.contains("did you mean \"Kindergarten\""), "{err}");
+    assert!(err.contains("\"KG\" is not one"), "{err}");
+    assert!(err.contains("policy.void_exit_types"), "{err}");
+    let empty = with(|p| p.aggregate_grades.clear());
+    assert!(empty.validate().is_err());
+    let toml_p: Policy = toml::from_str(
+        "aggregate_grades = [\"Prekindergarten\", \"Kindergarten\"]\nvoid_exit_types = [\"No show\"]\n",
+    )
+    .unwrap();
+    assert!(toml_p.validate().is_ok());
+    assert_eq!(toml_p.void_exit_types, ["No show"]);
+}
