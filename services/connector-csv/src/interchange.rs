@@ -961,15 +961,23 @@ fn enrollment(node: &Node, line: u64, need: Need) -> Result<Record, String> {
         "exitWithdrawDate",
         text(node.at(&["ExitWithdrawDate"])),
     );
+    // Descriptor elements: as the interchange names them (`EntryGradeLevel`,
+    // `ExitWithdrawType`), or with the `Descriptor` suffix the resource uses.
     put(
         &mut doc,
         "entryGradeLevelDescriptor",
-        text(node.at(&["EntryGradeLevel"])),
+        text(
+            node.at(&["EntryGradeLevel"])
+                .or_else(|| node.at(&["EntryGradeLevelDescriptor"])),
+        ),
     );
     put(
         &mut doc,
         "exitWithdrawTypeDescriptor",
-        text(node.at(&["ExitWithdrawType"])),
+        text(
+            node.at(&["ExitWithdrawType"])
+                .or_else(|| node.at(&["ExitWithdrawTypeDescriptor"])),
+        ),
     );
     if let Some(y) = year_value(node.at(&["SchoolYear"])) {
         doc.insert("schoolYearTypeReference".into(), json!({ "schoolYear": y }));
@@ -1283,6 +1291,38 @@ mod tests {
             .unwrap_err();
         assert!(e.0.contains("not well-formed"), "{e}");
         assert!(read_all("").is_err());
+    }
+
+    #[test]
+    fn an_association_exit_withdraw_type_is_read_with_or_without_the_descriptor_suffix() {
+        for (grade_el, exit_el) in [
+            ("EntryGradeLevel", "ExitWithdrawType"),
+            ("EntryGradeLevelDescriptor", "ExitWithdrawTypeDescriptor"),
+        ] {
+            let xml = format!(
+                r#"<InterchangeStudentEnrollment><StudentSchoolAssociation>
+    <StudentReference><StudentIdentity><StudentUniqueId>S1</StudentUniqueId></StudentIdentity></StudentReference>
+    <SchoolReference><SchoolIdentity><SchoolId>255901001</SchoolId></SchoolIdentity></SchoolReference>
+    <EntryDate>2024-08-20</EntryDate><{grade_el}>uri://ed-fi.org/GradeLevelDescriptor#Kindergarten</{grade_el}>
+    <ExitWithdrawDate>2024-08-20</ExitWithdrawDate>
+    <{exit_el}>uri://ed-fi.org/ExitWithdrawTypeDescriptor#No show</{exit_el}>
+  </StudentSchoolAssociation></InterchangeStudentEnrollment>"#
+            );
+            let items = read_all(&xml).unwrap();
+            let [Item::Record(r)] = items.as_slice() else {
+                panic!("{items:?}")
+            };
+            assert_eq!(
+                r.payload["exitWithdrawTypeDescriptor"],
+                "uri://ed-fi.org/ExitWithdrawTypeDescriptor#No show",
+                "{exit_el}"
+            );
+            assert_eq!(
+                r.payload["entryGradeLevelDescriptor"],
+                "uri://ed-fi.org/GradeLevelDescriptor#Kindergarten",
+                "{grade_el}"
+            );
+        }
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("entry_date", col(&["entry_date"])),
                 ("exit_date", col(&["exit_date"])),
                 ("grade_level", col(&["grade_level", "grade"])),
+                (
+                    "exit_withdraw_type",
+                    col(&["exit_withdraw_type", "exit_type", "exit_code"]),
+                ),
                 ("subgroups", col(&["subgroups"])),
                 ("state_student_id", col(&["state_student_id"])),
                 ("school_year", col(&["school_year"])),
@@ -215,6 +219,8 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("entry_date", col(&["EntryDate"])),
                 ("exit_date", col(&["ExitDate"]).with(Transform::DayBefore)),
                 ("grade_level", col(&["Grade_Level"])),
+                // District-defined exit codes: the district's code map names them.
+                ("exit_withdraw_type", col(&["ExitCode"])),
                 ("state_student_id", col(&["State_StudentNumber"])),
                 ("school_year", col(&["YearID"]).with(Transform::Add(1991))),
             ]),
@@ -246,6 +252,8 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("entry_date", col(&["startDate"])),
                 ("exit_date", col(&["endDate"])),
                 ("grade_level", col(&["grade"])),
+                // The end status (local, or the state's when exported so).
+                ("exit_withdraw_type", col(&["endStatus"])),
                 ("state_student_id", col(&["stateID"])),
             ]),
             calendar: map(vec![
@@ -278,6 +286,7 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("entry_date", col(&["EntryDate"])),
                 ("exit_date", col(&["WithdrawalDate"])),
                 ("grade_level", col(&["GradeLevel"])),
+                ("exit_withdraw_type", col(&["WithdrawalCode"])),
                 ("state_student_id", col(&["StateID"])),
             ]),
             calendar: map(vec![
@@ -313,6 +322,9 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("entry_date", col(&["ED"])),
                 ("exit_date", col(&["LD"])),
                 ("grade_level", col(&["GR"])),
+                // The leave record's exit reason (ATT.RS), else the summer withdrawal
+                // reason (STU.SWR): CALPADS exit codes (N470 = no show, ...).
+                ("exit_withdraw_type", col(&["RS", "SWR"])),
                 ("state_student_id", col(&["CID"])),
             ]),
             calendar: map(vec![

@@ -15,7 +15,7 @@ use crate::presets::{required, ColumnMap, Other, Transform, DATE_FIELDS};
 use crate::Encoding;
 
 /// Every canonical flat field a preset may map.
-pub const FIELDS: [&str; 19] = [
+pub const FIELDS: [&str; 20] = [
     "school_id",
     "student_id",
     "date",
@@ -29,6 +29,7 @@ pub const FIELDS: [&str; 19] = [
     "entry_date",
     "exit_date",
     "grade_level",
+    "exit_withdraw_type",
     "subgroups",
     "state_student_id",
     "calendar_code",

@@ -304,7 +304,18 @@ fn check_district(world: &World, n: &Normalizer, district: &str, day: NaiveDate)
             panic!("{ctx}: not an enrollment: {c:?}")
         };
         assert_eq!(e.school_year, year, "{ctx}");
-        assert!(e.grade_level.is_some(), "{ctx}: grade");
+        // Every preset's grade spelling is mapped to an Ed-Fi code value.
+        let grade = e.grade_level.as_deref().unwrap_or_else(|| panic!("{ctx}: grade"));
+        assert!(
+            rollcall_model::GRADE_LEVELS.contains(&grade),
+            "{ctx}: grade {grade:?} from {:?} is not canonical",
+            e.source_grade_level
+        );
+        assert_ne!(
+            e.exit_withdraw_type.as_deref(),
+            Some("No show"),
+            "{ctx}: the simulator's exit codes are district-defined, never mapped by a preset"
+        );
         let key = (e.school_id.clone(), e.student_id.clone(), e.entry_date);
         let exit = t
             .enrollment

@@ -81,6 +81,11 @@ fn assert_is(world: &World, c: &Canonical, fact: &Fact, full: bool, ctx: &str) {
             if full && e.operation == Operation::Upsert {
                 assert_eq!(e.exit_date, f.exit_date, "{ctx}: inclusive exit date");
                 assert_eq!(e.grade_level.as_deref(), Some(f.grade.edfi_name()), "{ctx}");
+                assert_eq!(
+                    e.exit_withdraw_type.as_deref(),
+                    f.exit_type.map(|t| t.edfi_name()),
+                    "{ctx}: exit/withdraw type"
+                );
             }
         }
         (Canonical::Calendar(d), Fact::CalendarDate(f)) => {
