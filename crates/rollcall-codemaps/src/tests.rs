@@ -657,3 +657,42 @@ fn grade_and_exit_sections_are_validated() {
     .unwrap();
     assert_eq!(m.grade_entries(), vec![("-1", "Transitional Kindergarten")]);
 }
+
+#[test]
+fn expelled_and_partial_are_explicit_preset_entries_a_district_can_override() {
+    let r = CodeMapRegistry::with_builtins();
+    let m = |r: &CodeMapRegistry, d: &str, c: &str| r.lookup(d, "edfi", c, None).unwrap();
+    assert_eq!(
+        m(&r, "d1", "uri://ed-fi.org/AttendanceEventCategoryDescriptor#Partial"),
+        Mapping { category: ExcusedAbsence, absent_fraction: 0.5 }
+    );
+    assert_eq!(
+        m(&r, "d1", "uri://tx.gov/AttendanceEventCategoryDescriptor#Expelled"),
+        Mapping { category: OutOfSchoolSuspension, absent_fraction: 1.0 }
+    );
+    // The preset says why, next to each entry.
+    let edfi = PRESETS.iter().find(|p| p.0 == "edfi").unwrap().1;
+    for code in ["\"Partial\" =", "\"Expelled\" ="] {
+        let at = edfi.find(code).unwrap();
+        assert!(edfi[..at].trim_end().ends_with("in its code map."), "{code} lacks its reason");
+    }
+    let mut r = CodeMapRegistry::with_builtins();
+    r.insert(
+        CodeMap::from_toml_str(
+            r#"
+            district_id = "d2"
+            source_system = "edfi"
+            extends = "edfi"
+            [codes]
+            "Expelled" = "not_enrolled"
+            "Partial" = { category = "unexcused_absence", absent_fraction = 0.5 }
+            "#,
+            "d2.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m(&r, "d2", "Expelled").category, NotEnrolled);
+    assert_eq!(m(&r, "d2", "Partial").category, UnexcusedAbsence);
+    assert_eq!(m(&r, "d1", "Expelled").category, OutOfSchoolSuspension);
+}
