@@ -15,6 +15,11 @@
 //! - schools count a student per school (FS195); districts and the state count distinct
 //!   students (`district_id`, `student_id`), each judged on their days summed over the
 //!   schools of that district.
+//!
+//! The judging settings (chronic threshold, minimum days, tier cut points, publication
+//! threshold, zero rule) are a [`SimPolicy`], this crate's own (it shares no code with
+//! the pipeline); [`SimPolicy::default`] is the defaults above, and
+//! [`expected_metrics_under`] computes under another, all in exact integers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -33,6 +38,52 @@ pub const AT_RISK_PERCENT: u64 = 5;
 pub const SEVERE_PERCENT: u64 = 20;
 /// Unexcused days (in milli-days) at which a student is truant.
 pub const TRUANCY_MILLI: u64 = 3000;
+
+/// The settings that judge students and publish counts, as the oracle applies them.
+/// Rates are in basis points (1/10,000): 1000 = 10%.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimPolicy {
+    pub chronic_bp: u64,
+    pub min_enrolled_days: u64,
+    pub at_risk_bp: u64,
+    pub moderate_chronic_bp: u64,
+    pub severe_chronic_bp: u64,
+    /// A count below this is suppressed (with the whole row).
+    pub publication_threshold: u64,
+    /// Whether a count of 0 is suppressed too.
+    pub suppress_zero_counts: bool,
+}
+
+impl Default for SimPolicy {
+    fn default() -> Self {
+        SimPolicy {
+            chronic_bp: CHRONIC_PERCENT * 100,
+            min_enrolled_days: MIN_ENROLLED_DAYS,
+            at_risk_bp: AT_RISK_PERCENT * 100,
+            moderate_chronic_bp: CHRONIC_PERCENT * 100,
+            severe_chronic_bp: SEVERE_PERCENT * 100,
+            publication_threshold: 10,
+            suppress_zero_counts: false,
+        }
+    }
+}
+
+impl SimPolicy {
+    /// absent ÷ enrolled ≥ bp ÷ 10,000, exactly: absent_milli × 10 ≥ enrolled × bp.
+    fn at_least(absent_milli: u64, enrolled: u64, bp: u64) -> bool {
+        absent_milli * 10 >= enrolled * bp
+    }
+
+    /// Whether one count is suppressed.
+    pub fn is_suppressed(&self, count: u64) -> bool {
+        count < self.publication_threshold && (count > 0 || self.suppress_zero_counts)
+    }
+
+    /// Whether a row with these counts is suppressed (any of them small).
+    pub fn row_suppressed(&self, counts: &[u64]) -> bool {
+        counts.iter().any(|c| self.is_suppressed(*c))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,14 +104,20 @@ impl Tier {
         }
     }
 
-    /// The tier of `absent_milli` absent milli-days over `enrolled` days (exact integers).
+    /// The tier of `absent_milli` absent milli-days over `enrolled` days (exact integers),
+    /// under the default policy.
     pub fn of(absent_milli: u64, enrolled: u64) -> Tier {
-        let pct_times = |p: u64| absent_milli * 100 >= p * enrolled * 1000;
-        if pct_times(SEVERE_PERCENT) {
+        Tier::under(absent_milli, enrolled, &SimPolicy::default())
+    }
+
+    /// The tier under `p`.
+    pub fn under(absent_milli: u64, enrolled: u64, p: &SimPolicy) -> Tier {
+        let at = |bp: u64| SimPolicy::at_least(absent_milli, enrolled, bp);
+        if at(p.severe_chronic_bp) {
             Tier::SevereChronic
-        } else if pct_times(CHRONIC_PERCENT) {
+        } else if at(p.moderate_chronic_bp) {
             Tier::ModerateChronic
-        } else if pct_times(AT_RISK_PERCENT) {
+        } else if at(p.at_risk_bp) {
             Tier::AtRisk
         } else {
             Tier::Satisfactory
@@ -93,17 +150,17 @@ impl Days {
         self.missing += o.missing;
     }
 
-    pub fn meets_min_enrollment(&self) -> bool {
-        self.enrolled >= MIN_ENROLLED_DAYS
+    pub fn meets_min_enrollment(&self, p: &SimPolicy) -> bool {
+        self.enrolled >= p.min_enrolled_days
     }
 
-    pub fn chronically_absent(&self) -> bool {
-        self.meets_min_enrollment()
-            && self.absent_milli * 100 >= CHRONIC_PERCENT * self.enrolled * 1000
+    pub fn chronically_absent(&self, p: &SimPolicy) -> bool {
+        self.meets_min_enrollment(p)
+            && SimPolicy::at_least(self.absent_milli, self.enrolled, p.chronic_bp)
     }
 
-    pub fn tier(&self) -> Option<Tier> {
-        (self.enrolled > 0).then(|| Tier::of(self.absent_milli, self.enrolled))
+    pub fn tier(&self, p: &SimPolicy) -> Option<Tier> {
+        (self.enrolled > 0).then(|| Tier::under(self.absent_milli, self.enrolled, p))
     }
 
     pub fn absence_rate(&self) -> f64 {
@@ -165,7 +222,20 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn judge(&mut self, d: &Days) {
+    /// The six counts a published aggregate row shows, in the views' order: enrolled
+    /// (meeting the minimum), chronic, satisfactory, at risk, moderate, severe.
+    pub fn published(&self) -> [u64; 6] {
+        [
+            self.students_meeting_min_enrollment,
+            self.chronically_absent,
+            self.satisfactory,
+            self.at_risk,
+            self.moderate_chronic,
+            self.severe_chronic,
+        ]
+    }
+
+    fn judge(&mut self, d: &Days, p: &SimPolicy) {
         if d.enrolled == 0 {
             return;
         }
@@ -175,14 +245,14 @@ impl Counts {
         if d.unexcused_milli >= TRUANCY_MILLI {
             self.truant += 1;
         }
-        if !d.meets_min_enrollment() {
+        if !d.meets_min_enrollment(p) {
             return;
         }
         self.students_meeting_min_enrollment += 1;
-        if d.chronically_absent() {
+        if d.chronically_absent(p) {
             self.chronically_absent += 1;
         }
-        match d.tier().expect("enrolled") {
+        match d.tier(p).expect("enrolled") {
             Tier::Satisfactory => self.satisfactory += 1,
             Tier::AtRisk => self.at_risk += 1,
             Tier::ModerateChronic => self.moderate_chronic += 1,
@@ -199,6 +269,28 @@ pub struct SchoolRow {
     pub school_id: u64,
     #[serde(flatten)]
     pub counts: Counts,
+}
+
+/// One school × grade (the grade of the student's latest enrollment at the school).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GradeRow {
+    pub district_id: String,
+    pub school_id: u64,
+    /// The simulator's grade (`K`, `G1`, …), not the SIS string the pipeline shows.
+    pub grade: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// One school on one date of the trend: its students judged on their days through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrendRow {
+    pub district_id: String,
+    pub school_id: u64,
+    pub date: NaiveDate,
+    /// Students with at least the minimum enrolled days through `date`.
+    pub students_meeting_min_enrollment: u64,
+    pub chronically_absent: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,8 +311,14 @@ pub struct Expected {
     /// Sorted by district, school, student.
     pub students: Vec<StudentSchoolRow>,
     pub schools: Vec<SchoolRow>,
+    /// Sorted by district, school, grade.
+    pub grades: Vec<GradeRow>,
+    /// Every school on every date one of its students is enrolled, ≤ `as_of`; sorted.
+    pub trend: Vec<TrendRow>,
     pub districts: Vec<DistrictRow>,
     pub state: Counts,
+    /// The policy these were computed under.
+    pub policy: SimPolicy,
 }
 
 /// Expected metrics for instructional days ≤ `as_of`, from the facts visible at the end
@@ -236,6 +334,16 @@ pub fn expected_metrics_at(
     world: &World,
     as_of: NaiveDate,
     visible_through: NaiveDate,
+) -> Expected {
+    expected_metrics_under(world, as_of, visible_through, &SimPolicy::default())
+}
+
+/// [`expected_metrics_at`] under the policy `p`.
+pub fn expected_metrics_under(
+    world: &World,
+    as_of: NaiveDate,
+    visible_through: NaiveDate,
+    p: &SimPolicy,
 ) -> Expected {
     let view = world.visible_through(visible_through);
     let facts = view.current_facts();
@@ -265,8 +373,16 @@ pub fn expected_metrics_at(
     // Enrolled days per (school, student): a set, so overlapping enrollments at one
     // school never count a day twice.
     let mut enrolled: BTreeMap<(u32, u32), BTreeSet<NaiveDate>> = BTreeMap::new();
+    // The grade of the latest enrollment (by entry date) per (school, student).
+    let mut grade_of: BTreeMap<(u32, u32), (NaiveDate, String)> = BTreeMap::new();
     for fact in facts.values() {
         if let Fact::Enrollment(e) = fact {
+            let g = grade_of
+                .entry((e.school, e.student))
+                .or_insert((e.entry_date, format!("{:?}", e.grade)));
+            if e.entry_date > g.0 {
+                *g = (e.entry_date, format!("{:?}", e.grade));
+            }
             let set = enrolled.entry((e.school, e.student)).or_default();
             if let Some(days) = instructional.get(&e.school) {
                 for d in days.range(e.entry_date..) {
@@ -280,6 +396,8 @@ pub fn expected_metrics_at(
     }
 
     let mut per_school_student: BTreeMap<(u32, u32), Days> = BTreeMap::new();
+    // Per (school, student): (date, enrolled days, absent milli) through each enrolled date.
+    let mut through: BTreeMap<(u32, u32), Vec<(NaiveDate, u64, u64)>> = BTreeMap::new();
     for (&(school, student), dates) in &enrolled {
         let positive = world.district_of_school(school).spec.positive_attendance;
         let mut d = Days::default();
@@ -290,6 +408,11 @@ pub fn expected_metrics_at(
                 if positive {
                     d.missing += 1;
                 }
+                through.entry((school, student)).or_default().push((
+                    *date,
+                    d.enrolled,
+                    d.absent_milli,
+                ));
                 continue;
             };
             let mut absent = 0;
@@ -305,6 +428,10 @@ pub fn expected_metrics_at(
                 }
             }
             d.absent_milli += absent.min(1000);
+            through
+                .entry((school, student))
+                .or_default()
+                .push((*date, d.enrolled, d.absent_milli));
             let cats = &events[&k];
             if cats.contains(&Category::InSchoolSuspension) {
                 d.in_school_suspension += 1;
@@ -318,6 +445,7 @@ pub fn expected_metrics_at(
 
     let mut students = Vec::new();
     let mut schools: BTreeMap<u32, Counts> = BTreeMap::new();
+    let mut grades: BTreeMap<(u32, String), Counts> = BTreeMap::new();
     let mut per_district_student: BTreeMap<(u16, u32), Days> = BTreeMap::new();
     for (&(school, student), d) in &per_school_student {
         if d.enrolled == 0 {
@@ -337,12 +465,14 @@ pub fn expected_metrics_at(
             days_tardy: d.tardy,
             days_missing: d.missing,
             absence_rate: d.absence_rate(),
-            meets_min_enrollment: d.meets_min_enrollment(),
-            chronically_absent: d.chronically_absent(),
-            tier: d.tier().expect("enrolled"),
+            meets_min_enrollment: d.meets_min_enrollment(p),
+            chronically_absent: d.chronically_absent(p),
+            tier: d.tier(p).expect("enrolled"),
             truant: d.unexcused_milli >= TRUANCY_MILLI,
         });
-        schools.entry(school).or_default().judge(d);
+        schools.entry(school).or_default().judge(d, p);
+        let grade = grade_of[&(school, student)].1.clone();
+        grades.entry((school, grade)).or_default().judge(d, p);
         per_district_student
             .entry((s.district, student))
             .or_default()
@@ -351,9 +481,47 @@ pub fn expected_metrics_at(
     let mut districts: BTreeMap<u16, Counts> = BTreeMap::new();
     let mut state = Counts::default();
     for (&(district, _), d) in &per_district_student {
-        districts.entry(district).or_default().judge(d);
-        state.judge(d);
+        districts.entry(district).or_default().judge(d, p);
+        state.judge(d, p);
     }
+    let school_key = |s: u32| {
+        let school = &world.schools[s as usize];
+        (
+            world.districts[school.district as usize].spec.id.clone(),
+            school.school_id,
+        )
+    };
+    let mut grades: Vec<GradeRow> = grades
+        .into_iter()
+        .map(|((s, grade), counts)| {
+            let (district_id, school_id) = school_key(s);
+            GradeRow {
+                district_id,
+                school_id,
+                grade,
+                counts,
+            }
+        })
+        .collect();
+    grades.sort_by(|a, b| {
+        (&a.district_id, a.school_id, &a.grade).cmp(&(&b.district_id, b.school_id, &b.grade))
+    });
+    let mut trend: Vec<TrendRow> = trend_counts(&through, p)
+        .into_iter()
+        .map(|((s, date), (n, c))| {
+            let (district_id, school_id) = school_key(s);
+            TrendRow {
+                district_id,
+                school_id,
+                date,
+                students_meeting_min_enrollment: n,
+                chronically_absent: c,
+            }
+        })
+        .collect();
+    trend.sort_by(|a, b| {
+        (&a.district_id, a.school_id, a.date).cmp(&(&b.district_id, b.school_id, b.date))
+    });
     students.sort_by(|a, b| {
         (&a.district_id, a.school_id, &a.student_id).cmp(&(
             &b.district_id,
@@ -387,9 +555,49 @@ pub fn expected_metrics_at(
         newest_change_version: view.newest_cv,
         students,
         schools,
+        grades,
+        trend,
         districts,
         state,
+        policy: p.clone(),
     }
+}
+
+/// The trend: for each school and each date one of its students is enrolled, every
+/// student of the school judged on their days through that date (a student who left
+/// keeps their last standing).
+fn trend_counts(
+    through: &BTreeMap<(u32, u32), Vec<(NaiveDate, u64, u64)>>,
+    p: &SimPolicy,
+) -> BTreeMap<(u32, NaiveDate), (u64, u64)> {
+    let mut dates: BTreeMap<u32, BTreeSet<NaiveDate>> = BTreeMap::new();
+    for (&(school, _), seq) in through {
+        dates
+            .entry(school)
+            .or_default()
+            .extend(seq.iter().map(|t| t.0));
+    }
+    let mut out: BTreeMap<(u32, NaiveDate), (u64, u64)> = BTreeMap::new();
+    for (&(school, _), seq) in through {
+        let mut i = 0;
+        let mut standing: Option<(u64, u64)> = None;
+        for &date in &dates[&school] {
+            while i < seq.len() && seq[i].0 <= date {
+                standing = Some((seq[i].1, seq[i].2));
+                i += 1;
+            }
+            let e = out.entry((school, date)).or_default();
+            if let Some((enrolled, absent)) = standing {
+                if enrolled >= p.min_enrolled_days {
+                    e.0 += 1;
+                    if SimPolicy::at_least(absent, enrolled, p.chronic_bp) {
+                        e.1 += 1;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Expected {
@@ -878,6 +1086,67 @@ mod tests {
             (s1.days_enrolled, s1.days_absent, s1.days_missing),
             (20, 0.0, 2)
         );
+    }
+
+    #[test]
+    fn another_policy_judges_and_publishes_by_its_own_settings() {
+        let p = SimPolicy {
+            chronic_bp: 1500,
+            min_enrolled_days: 20,
+            at_risk_bp: 700,
+            moderate_chronic_bp: 1500,
+            severe_chronic_bp: 2500,
+            publication_threshold: 5,
+            suppress_zero_counts: false,
+        };
+        let world = scenario();
+        let e = expected_metrics_under(&world, sep(27), sep(27), &p);
+        // s1: 2.5 of 20 = 12.5%: at risk, not chronic under 15%.
+        let s1 = row(&e, 1001, "s1");
+        assert!(s1.meets_min_enrollment && !s1.chronically_absent);
+        assert_eq!(s1.tier, Tier::AtRisk);
+        // s3: 10 days is below the minimum of 20.
+        assert!(!row(&e, 1001, "s3").meets_min_enrollment);
+        // s4 in the district: 20 days, 1 absent = 5% < 7%: satisfactory.
+        let d = &e.districts[0].counts;
+        assert_eq!(d.students_meeting_min_enrollment, 2, "s1 and s4");
+        assert_eq!((d.satisfactory, d.at_risk), (1, 1));
+        // Publication: 1..4 suppressed, 0 and 5 published.
+        assert!(!p.is_suppressed(0) && p.is_suppressed(1) && p.is_suppressed(4));
+        assert!(!p.is_suppressed(5));
+        let zeros = SimPolicy {
+            suppress_zero_counts: true,
+            ..p.clone()
+        };
+        assert!(zeros.is_suppressed(0));
+        // The trend on the last day equals the school counts.
+        let a_last = e
+            .trend
+            .iter()
+            .filter(|t| t.school_id == 1001)
+            .max_by_key(|t| t.date)
+            .unwrap();
+        let a = &e
+            .schools
+            .iter()
+            .find(|s| s.school_id == 1001)
+            .unwrap()
+            .counts;
+        assert_eq!(
+            (
+                a_last.students_meeting_min_enrollment,
+                a_last.chronically_absent
+            ),
+            (a.students_meeting_min_enrollment, a.chronically_absent)
+        );
+        // Grades partition the school.
+        let by_grade: u64 = e
+            .grades
+            .iter()
+            .filter(|g| g.school_id == 1001)
+            .map(|g| g.counts.students_enrolled)
+            .sum();
+        assert_eq!(by_grade, a.students_enrolled);
     }
 
     #[test]

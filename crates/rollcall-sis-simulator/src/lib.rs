@@ -32,7 +32,10 @@ pub mod names;
 pub mod rng;
 
 pub use config::{ConfigError, CorrectionStyle, CsvPreset, DistrictSpec, Feed, SimConfig};
-pub use expected::{expected_metrics, expected_metrics_at, Counts, Expected, Tier};
+pub use expected::{
+    expected_metrics, expected_metrics_at, expected_metrics_under, Counts, Expected, GradeRow,
+    SimPolicy, Tier, TrendRow,
+};
 pub use generate::generate;
 pub use model::{
     AttendanceFact, CalendarDateFact, CalendarEvent, Category, Change, District, EnrollmentFact,
