@@ -286,8 +286,14 @@ pub fn builtin_exit_withdraw_type(value: &str) -> Option<&'static str> {
 
 /// The built-in table's own entries (`presets/common.toml`): grade levels and exit
 /// types, each (folded value, canonical) sorted. For documentation and tests.
-pub fn builtin_value_entries() -> (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) {
-    (sorted(&values::COMMON.grades), sorted(&values::COMMON.exits))
+pub fn builtin_value_entries() -> (
+    Vec<(&'static str, &'static str)>,
+    Vec<(&'static str, &'static str)>,
+) {
+    (
+        sorted(&values::COMMON.grades),
+        sorted(&values::COMMON.exits),
+    )
 }
 
 /// The built-in presets: name and TOML text (the same format as district maps).
@@ -440,13 +446,16 @@ impl CodeMapRegistry {
         value: &str,
     ) -> Result<&'static str, LookupError> {
         let map = self.get(district_id, source_system);
-        map.map_or_else(|| builtin_exit_withdraw_type(value), |m| m.exit_withdraw_type(value))
-            .ok_or_else(|| LookupError::UnknownExitType {
-                district_id: district_id.to_string(),
-                source_system: source_system.to_string(),
-                value: value.to_string(),
-                origin: map.map_or("no code map", |m| m.origin.as_str()).to_string(),
-            })
+        map.map_or_else(
+            || builtin_exit_withdraw_type(value),
+            |m| m.exit_withdraw_type(value),
+        )
+        .ok_or_else(|| LookupError::UnknownExitType {
+            district_id: district_id.to_string(),
+            source_system: source_system.to_string(),
+            value: value.to_string(),
+            origin: map.map_or("no code map", |m| m.origin.as_str()).to_string(),
+        })
     }
 
     /// Every (district, source system) that has its own map, sorted.

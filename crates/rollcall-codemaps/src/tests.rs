@@ -522,7 +522,10 @@ fn the_common_table_parses_and_maps_only_to_canonical_values() {
     assert!(common.grades.len() >= 30, "{}", common.grades.len());
     let (grades, exits) = builtin_value_entries();
     assert_eq!(grades.len(), common.grades.len());
-    assert!(exits.is_empty(), "exit codes are district-defined: {exits:?}");
+    assert!(
+        exits.is_empty(),
+        "exit codes are district-defined: {exits:?}"
+    );
     for (_, g) in grades {
         assert!(rollcall_model::GRADE_LEVELS.contains(&g), "{g}");
     }
@@ -534,9 +537,21 @@ fn every_preset_spelling_maps_to_its_canonical_grade() {
     for (source, value, want) in [
         // Ed-Fi: code values and descriptor URIs in any namespace.
         ("edfi", "Ninth grade", "Ninth grade"),
-        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Kindergarten", "Kindergarten"),
-        ("edfi", "uri://tx.gov/GradeLevelDescriptor#Prekindergarten", "Prekindergarten"),
-        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Preschool/Prekindergarten", "Preschool/Prekindergarten"),
+        (
+            "edfi",
+            "uri://ed-fi.org/GradeLevelDescriptor#Kindergarten",
+            "Kindergarten",
+        ),
+        (
+            "edfi",
+            "uri://tx.gov/GradeLevelDescriptor#Prekindergarten",
+            "Prekindergarten",
+        ),
+        (
+            "edfi",
+            "uri://ed-fi.org/GradeLevelDescriptor#Preschool/Prekindergarten",
+            "Preschool/Prekindergarten",
+        ),
         ("edfi", "  first   GRADE ", "First grade"),
         // PowerSchool Grade_Level: 0 = K, 1..12.
         ("powerschool", "0", "Kindergarten"),
@@ -556,7 +571,11 @@ fn every_preset_spelling_maps_to_its_canonical_grade() {
         ("aeries", "0", "Kindergarten"),
         ("aeries", "5", "Fifth grade"),
     ] {
-        assert_eq!(r.grade_level("d1", source, value), Ok(want), "{source} {value:?}");
+        assert_eq!(
+            r.grade_level("d1", source, value),
+            Ok(want),
+            "{source} {value:?}"
+        );
     }
 }
 
@@ -567,11 +586,17 @@ fn an_unknown_grade_is_never_guessed() {
         ("powerschool", "-1"),
         ("powerschool", "-2"),
         ("skyward", "PS"),
-        ("edfi", "uri://ed-fi.org/GradeLevelDescriptor#Grade Fourteen"),
+        (
+            "edfi",
+            "uri://ed-fi.org/GradeLevelDescriptor#Grade Fourteen",
+        ),
         ("aeries", "99"),
     ] {
         let err = r.grade_level("d1", source, value).unwrap_err();
-        assert!(matches!(err, LookupError::UnknownGradeLevel { .. }), "{err}");
+        assert!(
+            matches!(err, LookupError::UnknownGradeLevel { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains(&format!("{value:?}")), "{err}");
         assert!(err.to_string().contains("[grade_levels]"), "{err}");
     }
@@ -598,16 +623,28 @@ fn a_district_map_extends_and_overrides_the_grade_table() {
     .unwrap();
     let mut r = CodeMapRegistry::with_builtins();
     r.insert(map).unwrap();
-    assert_eq!(r.grade_level("ridge", "powerschool", "-1"), Ok("Prekindergarten"));
+    assert_eq!(
+        r.grade_level("ridge", "powerschool", "-1"),
+        Ok("Prekindergarten")
+    );
     assert_eq!(r.grade_level("RIDGE", "powerschool", "-2"), Ok("Preschool"));
     assert_eq!(
         r.grade_level("ridge", "powerschool", "k"),
         Ok("Transitional Kindergarten"),
         "the district's entry comes before the built-in table"
     );
-    assert_eq!(r.grade_level("ridge", "powerschool", "0"), Ok("Kindergarten"));
-    assert_eq!(r.exit_withdraw_type("ridge", "powerschool", "ns"), Ok("No show"));
-    assert_eq!(r.exit_withdraw_type("ridge", "powerschool", "IE"), Ok("Invalid enrollment"));
+    assert_eq!(
+        r.grade_level("ridge", "powerschool", "0"),
+        Ok("Kindergarten")
+    );
+    assert_eq!(
+        r.exit_withdraw_type("ridge", "powerschool", "ns"),
+        Ok("No show")
+    );
+    assert_eq!(
+        r.exit_withdraw_type("ridge", "powerschool", "IE"),
+        Ok("Invalid enrollment")
+    );
     // Another district keeps the built-ins.
     assert!(r.grade_level("other", "powerschool", "-1").is_err());
     assert!(matches!(
@@ -615,7 +652,9 @@ fn a_district_map_extends_and_overrides_the_grade_table() {
         Err(LookupError::UnknownExitType { .. })
     ));
     // Attendance codes still come from the preset.
-    assert!(r.lookup("ridge", "powerschool", "A", Some("Absent")).is_ok());
+    assert!(r
+        .lookup("ridge", "powerschool", "A", Some("Absent"))
+        .is_ok());
 }
 
 #[test]
@@ -623,30 +662,58 @@ fn exit_types_match_the_ed_fi_code_values_bare_or_as_uris() {
     let r = CodeMapRegistry::with_builtins();
     for (value, want) in [
         ("No show", "No show"),
-        ("uri://ed-fi.org/ExitWithdrawTypeDescriptor#Invalid enrollment", "Invalid enrollment"),
-        ("uri://ed-fi.org/ExitWithdrawTypeDescriptor#Transferred", "Transferred"),
+        (
+            "uri://ed-fi.org/ExitWithdrawTypeDescriptor#Invalid enrollment",
+            "Invalid enrollment",
+        ),
+        (
+            "uri://ed-fi.org/ExitWithdrawTypeDescriptor#Transferred",
+            "Transferred",
+        ),
         ("graduated", "Graduated"),
     ] {
         assert_eq!(r.exit_withdraw_type("d1", "edfi", value), Ok(want));
-        assert_eq!(r.exit_withdraw_type("d1", "aeries", value), Ok(want), "no map");
+        assert_eq!(
+            r.exit_withdraw_type("d1", "aeries", value),
+            Ok(want),
+            "no map"
+        );
     }
 }
 
 #[test]
 fn grade_and_exit_sections_are_validated() {
     for (body, key, problem) in [
-        (r#"[grade_levels]
-            "K" = "Kinder""#, "grade_levels.K", "not an Ed-Fi GradeLevelDescriptor code value"),
-        (r#"[grade_levels]
-            "K" = 5"#, "grade_levels.K", "must be a string"),
-        (r#"[grade_levels]
+        (
+            r#"[grade_levels]
+            "K" = "Kinder""#,
+            "grade_levels.K",
+            "not an Ed-Fi GradeLevelDescriptor code value",
+        ),
+        (
+            r#"[grade_levels]
+            "K" = 5"#,
+            "grade_levels.K",
+            "must be a string",
+        ),
+        (
+            r#"[grade_levels]
             "KG" = "Kindergarten"
-            "kg" = "Kindergarten""#, "grade_levels.kg", "same value as"),
-        (r#"[exit_withdraw_types]
-            "NS" = "No-show""#, "exit_withdraw_types.NS", "ExitWithdrawTypeDescriptor"),
+            "kg" = "Kindergarten""#,
+            "grade_levels.kg",
+            "same value as",
+        ),
+        (
+            r#"[exit_withdraw_types]
+            "NS" = "No-show""#,
+            "exit_withdraw_types.NS",
+            "ExitWithdrawTypeDescriptor",
+        ),
     ] {
         let text = format!("district_id = \"d\"\nsource_system = \"powerschool\"\n{body}");
-        let err = CodeMap::from_toml_str(&text, "d.toml").unwrap_err().to_string();
+        let err = CodeMap::from_toml_str(&text, "d.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key) && err.contains(problem), "{err}");
     }
     // A map of grades only is a valid map.
@@ -663,18 +730,35 @@ fn expelled_and_partial_are_explicit_preset_entries_a_district_can_override() {
     let r = CodeMapRegistry::with_builtins();
     let m = |r: &CodeMapRegistry, d: &str, c: &str| r.lookup(d, "edfi", c, None).unwrap();
     assert_eq!(
-        m(&r, "d1", "uri://ed-fi.org/AttendanceEventCategoryDescriptor#Partial"),
-        Mapping { category: ExcusedAbsence, absent_fraction: 0.5 }
+        m(
+            &r,
+            "d1",
+            "uri://ed-fi.org/AttendanceEventCategoryDescriptor#Partial"
+        ),
+        Mapping {
+            category: ExcusedAbsence,
+            absent_fraction: 0.5
+        }
     );
     assert_eq!(
-        m(&r, "d1", "uri://tx.gov/AttendanceEventCategoryDescriptor#Expelled"),
-        Mapping { category: OutOfSchoolSuspension, absent_fraction: 1.0 }
+        m(
+            &r,
+            "d1",
+            "uri://tx.gov/AttendanceEventCategoryDescriptor#Expelled"
+        ),
+        Mapping {
+            category: OutOfSchoolSuspension,
+            absent_fraction: 1.0
+        }
     );
     // The preset says why, next to each entry.
     let edfi = PRESETS.iter().find(|p| p.0 == "edfi").unwrap().1;
     for code in ["\"Partial\" =", "\"Expelled\" ="] {
         let at = edfi.find(code).unwrap();
-        assert!(edfi[..at].trim_end().ends_with("in its code map."), "{code} lacks its reason");
+        assert!(
+            edfi[..at].trim_end().ends_with("in its code map."),
+            "{code} lacks its reason"
+        );
     }
     let mut r = CodeMapRegistry::with_builtins();
     r.insert(

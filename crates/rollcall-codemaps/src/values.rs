@@ -108,9 +108,10 @@ pub(crate) const COMMON_TOML: &str = include_str!("../presets/common.toml");
 
 pub(crate) fn parse_common(text: &str) -> Result<Common, String> {
     let file: CommonFile = toml::from_str(text).map_err(|e| e.to_string())?;
-    let grades = read_table(Kind::Grade, &file.grade_levels).map_err(|(k, p)| format!("{k}: {p}"))?;
-    let exits = read_table(Kind::Exit, &file.exit_withdraw_types)
-        .map_err(|(k, p)| format!("{k}: {p}"))?;
+    let grades =
+        read_table(Kind::Grade, &file.grade_levels).map_err(|(k, p)| format!("{k}: {p}"))?;
+    let exits =
+        read_table(Kind::Exit, &file.exit_withdraw_types).map_err(|(k, p)| format!("{k}: {p}"))?;
     Ok(Common { grades, exits })
 }
 

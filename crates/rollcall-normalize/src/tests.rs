@@ -910,7 +910,13 @@ fn edfi_student_school_association_becomes_an_enrollment() {
     );
     assert_eq!(e.grade_level.as_deref(), Some("Ninth grade"));
     assert_eq!(e.source_grade_level.as_deref(), Some("Ninth grade"));
-    assert_eq!((e.exit_withdraw_type.as_deref(), e.source_exit_withdraw_type.as_deref()), (None, None));
+    assert_eq!(
+        (
+            e.exit_withdraw_type.as_deref(),
+            e.source_exit_withdraw_type.as_deref()
+        ),
+        (None, None)
+    );
     assert_eq!(e.kafka_key(), "d001/604822");
 }
 
@@ -939,7 +945,11 @@ fn grade_levels_become_ed_fi_code_values_from_every_source() {
         ("skyward", "12", "Twelfth grade"),
         ("aeries", "0", "Kindergarten"),
         ("generic", "K", "Kindergarten"),
-        ("generic", " Transitional Kindergarten ", "Transitional Kindergarten"),
+        (
+            "generic",
+            " Transitional Kindergarten ",
+            "Transitional Kindergarten",
+        ),
         ("csv", "TK", "Transitional Kindergarten"),
     ] {
         let e = enrollment_of(&flat_enr(source, grade));
@@ -948,7 +958,10 @@ fn grade_levels_become_ed_fi_code_values_from_every_source() {
     }
     // Ed-Fi: a descriptor URI of any namespace, or a state's code value.
     for (descriptor, want) in [
-        ("uri://ed-fi.org/GradeLevelDescriptor#Kindergarten", "Kindergarten"),
+        (
+            "uri://ed-fi.org/GradeLevelDescriptor#Kindergarten",
+            "Kindergarten",
+        ),
         ("uri://tx.gov/GradeLevelDescriptor#KG", "Kindergarten"),
         ("First grade", "First grade"),
     ] {
@@ -973,13 +986,20 @@ fn an_unknown_grade_is_a_dead_letter_naming_it_and_a_district_map_fixes_it() {
     );
     let r = rejected(&env);
     assert_eq!(r.kind, RejectKind::UnknownGradeLevel);
-    assert!(r.reason.contains("\"-1\"") && r.reason.contains("d001"), "{}", r.reason);
+    assert!(
+        r.reason.contains("\"-1\"") && r.reason.contains("d001"),
+        "{}",
+        r.reason
+    );
     assert_eq!(r.kind.as_str(), "unknown_grade_level");
     // A delete of such a record still applies (no canonical grade).
     let mut del = env.clone();
     del.operation = RawOperation::Delete;
     let e = enrollment_of(&del);
-    assert_eq!((e.grade_level.as_deref(), e.source_grade_level.as_deref()), (None, Some("-1")));
+    assert_eq!(
+        (e.grade_level.as_deref(), e.source_grade_level.as_deref()),
+        (None, Some("-1"))
+    );
     // After the district maps it, the same record replays into an enrollment.
     let mut r = CodeMapRegistry::with_builtins();
     r.insert(
@@ -1019,10 +1039,18 @@ fn exit_withdraw_types_are_read_from_every_source() {
     let e = enrollment_of(&flat_exit("invalid enrollment"));
     assert_eq!(e.exit_withdraw_type.as_deref(), Some("Invalid enrollment"));
     // A district-defined code the map does not know: kept, not canonical, flagged.
-    let out = normalizer().normalize(&encode_raw(&flat_exit("NS")), today()).unwrap();
+    let out = normalizer()
+        .normalize(&encode_raw(&flat_exit("NS")), today())
+        .unwrap();
     assert!(out[0].unmapped_exit_type);
     let e = decode_enrollment(&out[0].value).unwrap();
-    assert_eq!((e.exit_withdraw_type.as_deref(), e.source_exit_withdraw_type.as_deref()), (None, Some("NS")));
+    assert_eq!(
+        (
+            e.exit_withdraw_type.as_deref(),
+            e.source_exit_withdraw_type.as_deref()
+        ),
+        (None, Some("NS"))
+    );
     // The district's map names it.
     let mut r = CodeMapRegistry::with_builtins();
     r.insert(
@@ -1040,8 +1068,14 @@ fn exit_withdraw_types_are_read_from_every_source() {
     assert_eq!(e.exit_withdraw_type.as_deref(), Some("No show"));
     // No exit code: nothing, not flagged.
     let out = normalizer()
-        .normalize(&encode_raw(&flat("powerschool", Entity::Enrollment,
-            json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01"}))), today())
+        .normalize(
+            &encode_raw(&flat(
+                "powerschool",
+                Entity::Enrollment,
+                json!({"school_id": "101", "student_id": "S1", "entry_date": "2021-09-01"}),
+            )),
+            today(),
+        )
         .unwrap();
     assert!(!out[0].unmapped_exit_type);
 }

@@ -497,7 +497,8 @@ impl Policy {
         if self.aggregate_grades.is_empty() {
             bad(
                 "aggregate_grades",
-                "must name at least one grade level (default Kindergarten through Twelfth grade)".into(),
+                "must name at least one grade level (default Kindergarten through Twelfth grade)"
+                    .into(),
             );
         }
         for (key, list, canonical) in [

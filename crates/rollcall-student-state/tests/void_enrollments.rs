@@ -34,11 +34,17 @@ fn with_exit(mut e: Enrollment, exit_type: Option<&str>) -> Enrollment {
 #[test]
 fn a_no_show_enrollment_has_no_enrolled_day() {
     let mut h = harness(Policy::default());
-    let e = with_exit(enrollment("a", "s1", sep(4), Some(sep(4)), 1), Some("No show"));
+    let e = with_exit(
+        enrollment("a", "s1", sep(4), Some(sep(4)), 1),
+        Some("No show"),
+    );
     assert_eq!(h.enroll(&e), Changed::Applied);
     h.drain();
     assert!(h.day_table.is_empty());
-    assert!(!h.has_metrics("a", "s1"), "no enrolled day, no event: no row");
+    assert!(
+        !h.has_metrics("a", "s1"),
+        "no enrolled day, no event: no row"
+    );
     // An absence recorded for the no-show is outside any enrollment, never counted.
     h.attendance(&event("a", "s1", sep(4), UnexcusedAbsence, 1.0, "ev4", 2));
     h.drain();
@@ -98,12 +104,19 @@ fn a_correction_to_or_from_no_show_applies() {
 #[test]
 fn a_void_enrollment_can_be_deleted_and_its_tombstone_holds() {
     let mut h = harness(Policy::default());
-    let noshow = with_exit(enrollment("a", "s1", sep(4), Some(sep(4)), 1), Some("No show"));
+    let noshow = with_exit(
+        enrollment("a", "s1", sep(4), Some(sep(4)), 1),
+        Some("No show"),
+    );
     h.enroll(&noshow);
     h.drain();
     assert_eq!(h.enroll(&deleted(&noshow, 2)), Changed::Applied);
     h.drain();
-    assert_eq!(h.enroll(&noshow), Changed::Stale, "the delete outranks the upsert");
+    assert_eq!(
+        h.enroll(&noshow),
+        Changed::Stale,
+        "the delete outranks the upsert"
+    );
     assert!(!h.has_metrics("a", "s1"));
 }
 
@@ -112,7 +125,10 @@ fn a_void_enrollment_beside_a_real_one_adds_nothing_and_gives_no_grade() {
     let mut h = harness(Policy::default());
     let mut real = enrollment("a", "s1", sep(11), None, 1);
     real.grade_level = Some("Fifth grade".into());
-    let mut noshow = with_exit(enrollment("a", "s1", sep(4), Some(sep(8)), 2), Some("No show"));
+    let mut noshow = with_exit(
+        enrollment("a", "s1", sep(4), Some(sep(8)), 2),
+        Some("No show"),
+    );
     noshow.source_key = "enr|s1|a|noshow".into();
     noshow.grade_level = Some("Sixth grade".into());
     h.enroll(&real);
@@ -120,7 +136,10 @@ fn a_void_enrollment_beside_a_real_one_adds_nothing_and_gives_no_grade() {
     h.drain();
     let m = h.metrics("a", "s1");
     assert_eq!(m.days_enrolled, 15, "Sep 11..29 only");
-    assert_eq!(&*m.grade_level, "Fifth grade", "the void span's later entry does not win");
+    assert_eq!(
+        &*m.grade_level, "Fifth grade",
+        "the void span's later entry does not win"
+    );
     // At another school, only a no-show: no row there.
     let mut other = with_exit(enrollment("a", "s2", sep(4), None, 3), Some("No show"));
     other.source_key = "enr|s2|a".into();

@@ -305,7 +305,10 @@ fn check_district(world: &World, n: &Normalizer, district: &str, day: NaiveDate)
         };
         assert_eq!(e.school_year, year, "{ctx}");
         // Every preset's grade spelling is mapped to an Ed-Fi code value.
-        let grade = e.grade_level.as_deref().unwrap_or_else(|| panic!("{ctx}: grade"));
+        let grade = e
+            .grade_level
+            .as_deref()
+            .unwrap_or_else(|| panic!("{ctx}: grade"));
         assert!(
             rollcall_model::GRADE_LEVELS.contains(&grade),
             "{ctx}: grade {grade:?} from {:?} is not canonical",

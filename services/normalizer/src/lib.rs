@@ -429,10 +429,16 @@ mod tests {
         assert_eq!(tally.total_in(), 4);
         assert_eq!(tally.total_out(), 3);
         assert_eq!(
-            tally.dead_letters.get(&("d1".to_string(), "unknown_grade_level".to_string())),
+            tally
+                .dead_letters
+                .get(&("d1".to_string(), "unknown_grade_level".to_string())),
             Some(&1)
         );
-        assert_eq!(tally.unmapped_exit_types.get("d1"), Some(&1), "W1 is district-defined");
+        assert_eq!(
+            tally.unmapped_exit_types.get("d1"),
+            Some(&1),
+            "W1 is district-defined"
+        );
         let enrollments: Vec<rollcall_model::Enrollment> = outs
             .iter()
             .filter(|o| o.topic == topics.normalized("enrollment"))
