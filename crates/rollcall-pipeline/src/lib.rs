@@ -105,10 +105,14 @@ impl Sources {
             .await
             .context("creating topics")?;
         let server = rollcall_clickhouse::connect_server(&cfg.clickhouse, &secrets);
-        rollcall_clickhouse::migrate(
+        // The views are built with this run's policy (rebuilt if the database has
+        // views of another one), so the rollup's start-up check passes.
+        rollcall_clickhouse::migrate_with_policy(
             &server,
             &cfg.clickhouse.database,
             &rollcall_clickhouse::embedded_migrations(),
+            &cfg.policy,
+            rollcall_clickhouse::OnPolicyChange::Rebuild,
         )
         .await
         .context("migrating ClickHouse")?;

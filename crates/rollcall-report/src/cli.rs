@@ -55,6 +55,8 @@ pub async fn generate(
     school_year: Option<u16>,
 ) -> Result<String, ReportError> {
     let client = rollcall_clickhouse::connect(&cfg.clickhouse, secrets);
+    rollcall_clickhouse::check_view_policy(&client, &cfg.clickhouse.database, &cfg.policy)
+        .await?;
     let data = load(&client, school_year, &cfg.clickhouse.database, &now()).await?;
     Ok(render::render_html(&data))
 }
@@ -84,6 +86,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 struct Dashboard {
     client: clickhouse::Client,
     database: String,
+    /// Checked against the views' fingerprint on every page (`migrate --policy` may
+    /// rebuild them while the dashboard runs).
+    policy: rollcall_policy::Policy,
     school_year: Option<u16>,
 }
 
@@ -95,9 +100,15 @@ pub async fn serve_dashboard(
     args: &DashboardArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<anyhow::Result<()>>)> {
+    // Refuse to start when the views were built with another policy.
+    let client = rollcall_clickhouse::connect(&cfg.clickhouse, secrets);
+    rollcall_clickhouse::check_view_policy(&client, &cfg.clickhouse.database, &cfg.policy)
+        .await
+        .context("checking the policy of the BI views")?;
     let state = Arc::new(Dashboard {
-        client: rollcall_clickhouse::connect(&cfg.clickhouse, secrets),
+        client,
         database: cfg.clickhouse.database.clone(),
+        policy: cfg.policy.clone(),
         school_year: args.school_year,
     });
     let app = Router::new()
@@ -131,7 +142,11 @@ pub async fn run_dashboard(
 }
 
 async fn page(State(s): State<Arc<Dashboard>>) -> Response {
-    let (status, body) = match load(&s.client, s.school_year, &s.database, &now()).await {
+    let built = async {
+        rollcall_clickhouse::check_view_policy(&s.client, &s.database, &s.policy).await?;
+        Ok::<_, ReportError>(load(&s.client, s.school_year, &s.database, &now()).await?)
+    };
+    let (status, body) = match built.await {
         Ok(data) => (StatusCode::OK, render::render_html(&data)),
         Err(e) => {
             tracing::error!(error = %e, "dashboard: cannot build the report");

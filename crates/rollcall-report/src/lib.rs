@@ -19,4 +19,8 @@ pub enum ReportError {
     Query(#[from] rollcall_clickhouse::ChError),
     #[error("the view {view} broke its contract (docs/bi-views.md): {problem}")]
     Contract { view: &'static str, problem: String },
+    /// The views were built with another policy than this configuration's (or carry
+    /// none): the report would publish figures judged by rules it was not given.
+    #[error(transparent)]
+    Policy(#[from] rollcall_clickhouse::ViewPolicyMismatch),
 }

@@ -36,10 +36,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply pending ClickHouse migrations from schemas/clickhouse (idempotent).
+    ///
+    /// The BI views are rendered from the configured `[policy]` and carry its
+    /// fingerprint; a database whose views were built with another policy is refused
+    /// (naming each differing setting) unless `--policy` is given.
     Migrate {
         /// Read migrations from this directory instead of the ones built in.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Rebuild the policy views with the configured policy when they were built with
+        /// another one, and record its fingerprint.
+        #[arg(long)]
+        policy: bool,
+        /// Print every statement a fresh migrate would run (rendered for the policy),
+        /// without connecting to ClickHouse.
+        #[arg(long)]
+        print_sql: bool,
+        /// Take the policy from this TOML file (the keys of a `[policy]` section)
+        /// instead of the configuration.
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
     },
     /// Create the Kafka topics rollcall needs (idempotent), or list them.
     Topics {
@@ -166,7 +182,20 @@ fn real_main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Migrate { dir } => ops::migrate(&cfg, &secrets, dir.as_deref()).await,
+            Command::Migrate {
+                dir,
+                policy,
+                print_sql,
+                policy_file,
+            } => {
+                let args = ops::MigrateArgs {
+                    dir,
+                    rebuild_policy_views: policy,
+                    print_sql,
+                    policy_file,
+                };
+                ops::migrate(&cfg, &secrets, &args).await
+            }
             Command::Topics { action } => match action {
                 TopicsAction::Create => ops::create_topics(&cfg, &secrets).await,
                 TopicsAction::List => ops::list_topics(&cfg, &secrets),

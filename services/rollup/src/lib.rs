@@ -116,6 +116,34 @@ pub async fn run_with_as_of(
     result
 }
 
+/// Waits until ClickHouse answers (transient errors are retried with backoff, like the
+/// writes), then refuses to start unless the BI views carry this policy's fingerprint.
+async fn views_built_with_this_policy(
+    cfg: &Config,
+    secrets: &Secrets,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    use rollcall_clickhouse::ViewPolicyMismatch;
+    let db = rollcall_clickhouse::connect(&cfg.clickhouse, secrets);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match rollcall_clickhouse::check_view_policy(&db, &cfg.clickhouse.database, &cfg.policy)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e @ ViewPolicyMismatch::Client { .. }) => {
+                tracing::warn!(error = %e, "ClickHouse not answering at start; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shutdown while waiting for ClickHouse"),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e).context("the rollup refuses to start"),
+        }
+    }
+}
+
 /// The partitions this instance owns: its share of attendance and enrollment, and all
 /// of the calendar topic.
 pub fn owned_partitions(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Vec<Tp>> {
@@ -186,6 +214,9 @@ impl Rollup {
         as_of: AsOf,
     ) -> anyhow::Result<Rollup> {
         let started = Instant::now();
+        // The BI views judge the rows with the policy they were built with: refuse to
+        // write rows under another one (rollcall migrate --policy rebuilds them).
+        views_built_with_this_policy(cfg, secrets, shutdown).await?;
         let client = rollcall_kafka::client_config(&cfg.kafka, secrets);
         let topics = Topics::new(&cfg.kafka.topic_prefix);
         let group = cfg.rollup.group_id.clone();

@@ -202,10 +202,12 @@ pub async fn rollup(cfg: &Config, secrets: &Secrets, students: usize) -> anyhow:
     let cfg = fresh(cfg, "rollup");
     create_topics(&cfg, secrets).await?;
     let server = rollcall_clickhouse::connect_server(&cfg.clickhouse, secrets);
-    rollcall_clickhouse::migrate(
+    rollcall_clickhouse::migrate_with_policy(
         &server,
         &cfg.clickhouse.database,
         &rollcall_clickhouse::embedded_migrations(),
+        &cfg.policy,
+        rollcall_clickhouse::OnPolicyChange::Rebuild,
     )
     .await?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
