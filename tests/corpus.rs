@@ -540,6 +540,16 @@ fn csv_cases() -> Vec<Case> {
             expect().n(1).ndl("exit_before_entry", 1),
         )
         .preset("powerschool"),
+        // Grade 0 is kindergarten; -1 is district-defined (no built-in mapping): a dead
+        // letter naming it. An unmapped ExitCode is kept, not dead-lettered.
+        c(
+            "powerschool-grades",
+            "PowerSchool grades 0, -1 (district-defined), 12 and an unmapped ExitCode",
+            "csv/enrollment_powerschool_grades.csv",
+            3,
+            expect().n(2).ndl("unknown_grade_level", 1),
+        )
+        .preset("powerschool"),
         // 9/3/24 must not be read as the year 24: dead-lettered at either stage.
         c(
             "skyward",
