@@ -36,8 +36,8 @@ pub struct Policy {
     /// Aggregate counts below this are suppressed before publication.
     pub publication_threshold: u32,
     /// Whether a count of 0 is suppressed like any other small count. Default false: a
-    /// zero is published (NCES SLDS Technical Brief 3 treats a zero as disclosing only
-    /// when it reveals something about every member of a group; see docs/bi-views.md).
+    /// zero is published — it is no small group, though it still says "none of them";
+    /// the trade-off (NCES SLDS Technical Brief 3) is in docs/bi-views.md.
     pub suppress_zero_counts: bool,
     /// Length of an instructional day in minutes, when the record does not say.
     pub school_day_minutes: u32,
