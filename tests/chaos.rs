@@ -292,7 +292,8 @@ fn milli(days: f64) -> u64 {
     (days * 1000.0).round() as u64
 }
 
-/// What a view row must say for these counts (the views suppress counts below 10).
+/// What a view row must say for these counts (the default policy: a row with a count
+/// below 10 is suppressed; zeros are published).
 fn expected_aggregate(key: String, c: &Counts) -> AggregateView {
     let n = [
         c.students_meeting_min_enrollment,
@@ -302,7 +303,7 @@ fn expected_aggregate(key: String, c: &Counts) -> AggregateView {
         c.moderate_chronic,
         c.severe_chronic,
     ];
-    let suppressed = n.iter().any(|v| *v < 10);
+    let suppressed = rollcall_sis_simulator::SimPolicy::default().row_suppressed(&n);
     let show = |v: u64| (!suppressed).then_some(v);
     AggregateView {
         key,
@@ -317,7 +318,8 @@ fn expected_aggregate(key: String, c: &Counts) -> AggregateView {
 }
 
 fn expected_small(key: String, enrolled: u64, chronic: u64) -> SmallAggregate {
-    let suppressed = enrolled < 10 || chronic < 10;
+    let suppressed =
+        rollcall_sis_simulator::SimPolicy::default().row_suppressed(&[enrolled, chronic]);
     SmallAggregate {
         key,
         students_enrolled: (!suppressed).then_some(enrolled),

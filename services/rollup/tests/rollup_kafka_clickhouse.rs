@@ -123,9 +123,11 @@ struct Aggregate {
     suppressed: u8,
 }
 
-/// Counts → what an aggregate view row shows (suppressed below 10, all or nothing).
+/// Counts → what an aggregate view row shows under the default policy (a count of 1..9
+/// suppresses the whole row; zeros are published).
 fn aggregate(key: String, enrolled: u64, chronic: u64, tiers: [u64; 4]) -> Aggregate {
-    let suppressed = enrolled < 10 || chronic < 10 || tiers.iter().any(|t| *t < 10);
+    let small = |v: u64| v > 0 && v < 10;
+    let suppressed = small(enrolled) || small(chronic) || tiers.iter().any(|t| small(*t));
     let show = |v: u64| (!suppressed).then_some(v);
     Aggregate {
         key,
