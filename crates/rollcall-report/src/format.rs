@@ -2,6 +2,8 @@
 //! text against the values the views return.
 
 /// What a suppressed cell shows, instead of any number.
+/// (Under the default publication threshold; the page shows the views' own,
+/// [`crate::model::ViewRules::suppressed_text`].)
 pub const SUPPRESSED_TEXT: &str = "suppressed (< 10)";
 
 /// A count with thousands separators: `12,345`.

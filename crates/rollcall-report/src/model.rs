@@ -5,10 +5,78 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-/// Counts below this are not published (DESIGN.md's default publication threshold, the
-/// one the views apply). The report applies it itself only where no view does: the
-/// absence breakdown, whose source (`student_attendance`) is per student.
+/// DESIGN.md's default publication threshold; the report uses the one the views were
+/// built with ([`ViewRules`]).
 pub const PUBLICATION_THRESHOLD: u64 = 10;
+
+/// The policy settings the views were built with, as recorded beside them
+/// (`view_policy`): the publication threshold the report applies itself where no view
+/// does (the absence breakdown, whose source is per student), and the cut points its
+/// labels name. Read, never computed: the numbers come from the views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewRules {
+    pub publication_threshold: u64,
+    pub min_enrolled_days: u64,
+    pub chronic_threshold: f64,
+    pub suppress_zero_counts: bool,
+    /// Tier cut points at risk, moderate, severe, as rates.
+    pub tier_cuts: [f64; 3],
+}
+
+impl Default for ViewRules {
+    fn default() -> Self {
+        ViewRules {
+            publication_threshold: PUBLICATION_THRESHOLD,
+            min_enrolled_days: 10,
+            chronic_threshold: 0.10,
+            suppress_zero_counts: false,
+            tier_cuts: [0.05, 0.10, 0.20],
+        }
+    }
+}
+
+fn pct(rate: f64) -> String {
+    let p = (rate * 10_000.0).round() / 100.0;
+    if p.fract() == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p}%")
+    }
+}
+
+impl ViewRules {
+    /// The chronic threshold as shown: `10%`.
+    pub fn chronic_percent(&self) -> String {
+        pct(self.chronic_threshold)
+    }
+
+    /// What a suppressed figure shows: `suppressed (< 10)`.
+    pub fn suppressed_text(&self) -> String {
+        format!("suppressed (< {})", self.publication_threshold)
+    }
+
+    /// Whether a count is suppressed, as the views decide.
+    pub fn is_suppressed(&self, count: u64) -> bool {
+        count < self.publication_threshold && (count > 0 || self.suppress_zero_counts)
+    }
+
+    /// A tier's label with its cut points: `At risk (5–10%)`.
+    pub fn tier_label(&self, t: Tier) -> String {
+        let [a, m, s] = self.tier_cuts;
+        match t {
+            Tier::Satisfactory => format!("Satisfactory (< {})", pct(a)),
+            Tier::AtRisk => format!("At risk ({}–{})", pct(a).trim_end_matches('%'), pct(m)),
+            Tier::ModerateChronic => {
+                format!(
+                    "Moderate chronic ({}–{})",
+                    pct(m).trim_end_matches('%'),
+                    pct(s)
+                )
+            }
+            Tier::SevereChronic => format!("Severe chronic (≥ {})", pct(s)),
+        }
+    }
+}
 
 /// A published figure, or the fact that it was suppressed. A suppressed value carries no
 /// number at all, so nothing downstream can render one by mistake.
@@ -138,6 +206,8 @@ pub struct ReportData {
     pub trend: Vec<TrendRow>,
     pub absence_by_district: Vec<AbsenceSums>,
     pub absence_state: Option<AbsenceSums>,
+    /// The settings the views were built with.
+    pub rules: ViewRules,
 }
 
 impl ReportData {
@@ -153,6 +223,7 @@ impl ReportData {
             trend: Vec::new(),
             absence_by_district: Vec::new(),
             absence_state: None,
+            rules: ViewRules::default(),
         }
     }
 
@@ -190,8 +261,8 @@ pub fn worst_first(rows: &[AggregateRow]) -> (Vec<&AggregateRow>, Vec<&Aggregate
     (published, suppressed)
 }
 
-/// The absence breakdown of a district or the state: published only with at least
-/// [`PUBLICATION_THRESHOLD`] distinct students behind it.
+/// The absence breakdown of a district or the state: published only when its count of
+/// distinct students is not suppressed under the views' [`ViewRules`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
     pub district_id: String,
@@ -199,10 +270,10 @@ pub struct Breakdown {
     pub days: Published<(f64, f64, f64)>,
 }
 
-pub fn breakdown(sums: &AbsenceSums) -> Breakdown {
+pub fn breakdown(sums: &AbsenceSums, rules: &ViewRules) -> Breakdown {
     Breakdown {
         district_id: sums.district_id.clone(),
-        days: if sums.students < PUBLICATION_THRESHOLD {
+        days: if rules.is_suppressed(sums.students) {
             Published::Suppressed
         } else {
             Published::Value((
@@ -259,7 +330,8 @@ impl TrendSeries {
 /// that date (the view's counts are cumulative "as of", and a school has no row on a day
 /// it was closed). Only published school rows are summed: a suppressed school is left
 /// out and counted in `schools_suppressed`, so every number shown is a sum of published
-/// numbers. Dates on which no school is published have no point.
+/// numbers. Dates on which no school is published, or the published ones judge no
+/// student yet (counts of 0), have no point.
 pub fn trend_series(rows: &[TrendRow]) -> Vec<TrendSeries> {
     // school -> its rows by date
     let mut by_school: BTreeMap<(&str, &str), Vec<&TrendRow>> = BTreeMap::new();
@@ -320,7 +392,9 @@ fn series_of(district_id: String, schools: &[&Vec<&TrendRow>]) -> TrendSeries {
                 Published::Suppressed => p.schools_suppressed += 1,
             }
         }
-        if p.schools_published > 0 {
+        // A zero is published (policy.suppress_zero_counts = false): a date whose
+        // published schools judge nobody yet has no rate, so no point.
+        if p.schools_published > 0 && p.students_enrolled > 0 {
             points.push(p);
         }
     }
@@ -420,6 +494,39 @@ mod tests {
     }
 
     #[test]
+    fn labels_and_suppression_follow_the_views_settings() {
+        let d = ViewRules::default();
+        assert_eq!(d.tier_label(Tier::AtRisk), "At risk (5–10%)");
+        assert_eq!(d.tier_label(Tier::SevereChronic), "Severe chronic (≥ 20%)");
+        assert_eq!(d.suppressed_text(), crate::format::SUPPRESSED_TEXT);
+        let r = ViewRules {
+            publication_threshold: 5,
+            min_enrolled_days: 20,
+            chronic_threshold: 0.15,
+            suppress_zero_counts: false,
+            tier_cuts: [0.07, 0.15, 0.255],
+        };
+        assert_eq!(r.tier_label(Tier::Satisfactory), "Satisfactory (< 7%)");
+        assert_eq!(
+            r.tier_label(Tier::ModerateChronic),
+            "Moderate chronic (15–25.5%)"
+        );
+        assert_eq!(r.chronic_percent(), "15%");
+        assert_eq!(r.suppressed_text(), "suppressed (< 5)");
+        assert!(!r.is_suppressed(0) && r.is_suppressed(4) && !r.is_suppressed(5));
+        let mut s = AbsenceSums {
+            district_id: "D".into(),
+            students: 5,
+            days_absent_excused: 1.0,
+            days_absent_unexcused: 0.0,
+            days_suspended: 0.0,
+        };
+        assert!(breakdown(&s, &r).days.value().is_some());
+        s.students = 4;
+        assert_eq!(breakdown(&s, &r).days, Published::Suppressed);
+    }
+
+    #[test]
     fn breakdown_is_suppressed_below_the_threshold() {
         let mut s = AbsenceSums {
             district_id: "D".into(),
@@ -428,9 +535,15 @@ mod tests {
             days_absent_unexcused: 2.0,
             days_suspended: 1.0,
         };
-        assert_eq!(breakdown(&s).days, Published::Suppressed);
+        assert_eq!(
+            breakdown(&s, &ViewRules::default()).days,
+            Published::Suppressed
+        );
         s.students = 10;
-        assert_eq!(breakdown(&s).days, Published::Value((3.5, 2.0, 1.0)));
+        assert_eq!(
+            breakdown(&s, &ViewRules::default()).days,
+            Published::Value((3.5, 2.0, 1.0))
+        );
     }
 
     #[test]

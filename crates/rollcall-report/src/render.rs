@@ -5,16 +5,16 @@
 //! as a tooltip and in the trend table) and in `data-value`, with `data-chart`,
 //! `data-metric` and `data-district` / `data-school` / `data-date` saying what it is.
 //! A suppressed figure is an element with `data-suppressed="1"` whose only text is
-//! [`SUPPRESSED_TEXT`]; it has no `data-value`.
+//! [`crate::model::ViewRules::suppressed_text`]; it has no `data-value`.
 
 use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::format::{count, days, esc, exact, percent, school_year, SUPPRESSED_TEXT};
+use crate::format::{count, days, esc, exact, percent, school_year};
 use crate::model::{
     breakdown, month_ends, trend_series, worst_first, AggregateRow, Breakdown, Figures, Published,
-    ReportData, Tier, TrendSeries,
+    ReportData, Tier, TrendSeries, ViewRules,
 };
 
 /// The page's Content-Security-Policy: nothing may be fetched; inline styles and
@@ -109,7 +109,7 @@ pub fn render_html(data: &ReportData) -> String {
         summary_table(&mut h, data);
         h.push_str("</div>\n");
     }
-    footer(&mut h);
+    footer(&mut h, &data.rules);
     h.push_str("</main>\n</body>\n</html>\n");
     h
 }
@@ -146,31 +146,43 @@ fn header(h: &mut String, data: &ReportData, title: &str) {
     );
 }
 
-fn footer(h: &mut String) {
-    h.push_str(
-        "<footer>Counts below 10 are suppressed and shown as “suppressed (&lt; 10)”. \
-         Students are counted when enrolled at least 10 instructional days; chronically absent \
-         = absent at least 10% of their enrolled days. Schools count a student at each school \
+fn footer(h: &mut String, rules: &ViewRules) {
+    let zeros = if rules.suppress_zero_counts {
+        "zeros included"
+    } else {
+        "zeros are published"
+    };
+    let _ = write!(
+        h,
+        "<footer>Counts below {t} are suppressed ({zeros}) and shown as “{text}”. \
+         Students are counted when enrolled at least {min} instructional days; chronically absent \
+         = absent at least {chronic} of their enrolled days. Schools count a student at each school \
          attended (EDFacts FS195); districts and the state count distinct students on all \
          their days. Definitions: docs/bi-views.md.</footer>\n",
+        t = rules.publication_threshold,
+        text = esc(&rules.suppressed_text()),
+        min = rules.min_enrolled_days,
+        chronic = rules.chronic_percent(),
     );
 }
 
-fn suppressed_span(attrs: &str) -> String {
+fn suppressed_span(attrs: &str, text: &str) -> String {
     format!(
         "<span class=\"sup\" data-suppressed=\"1\"{attrs}>{}</span>",
-        esc(SUPPRESSED_TEXT)
+        esc(text)
     )
 }
 
 fn kpis(h: &mut String, data: &ReportData) {
     h.push_str("<section class=\"kpis\">\n");
     let figures = data.state.as_ref().map(|s| &s.figures);
+    let enrolled = format!("Students enrolled ≥ {} days", data.rules.min_enrolled_days);
+    let severe = data.rules.tier_label(Tier::SevereChronic);
     let cards = [
         ("Chronically absent (state)", "chronic_absence_rate"),
-        ("Students enrolled ≥ 10 days", "students_enrolled"),
+        (enrolled.as_str(), "students_enrolled"),
         ("Chronically absent students", "students_chronically_absent"),
-        ("Severe chronic (≥ 20%)", "students_severe_chronic"),
+        (severe.as_str(), "students_severe_chronic"),
     ];
     // (data-value, visible text) of a KPI
     let get = |f: &Figures, metric: &str| match metric {
@@ -204,7 +216,7 @@ fn kpis(h: &mut String, data: &ReportData) {
                     h,
                     "<div class=\"num sup\" data-chart=\"kpi\" data-scope=\"state\" \
                      data-metric=\"{metric}\" data-suppressed=\"1\">{}</div>",
-                    esc(SUPPRESSED_TEXT)
+                    esc(&data.rules.suppressed_text())
                 );
             }
             None => h.push_str("<div class=\"num sup\">no data</div>"),
@@ -236,6 +248,8 @@ fn rate_of(r: &AggregateRow) -> Option<&Figures> {
 /// Horizontal bars of `chronic_absence_rate`, one row per aggregate row.
 struct RateBars<'a> {
     chart: &'a str,
+    /// What a suppressed row shows.
+    suppressed: &'a str,
     rows: Vec<&'a AggregateRow>,
     /// Label column width.
     label_w: f64,
@@ -314,7 +328,7 @@ fn rate_bars(h: &mut String, bars: RateBars<'_>) {
                      data-metric=\"chronic_absence_rate\" data-suppressed=\"1\">{s}</text>",
                     ty = y + 13.0,
                     c = bars.chart,
-                    s = esc(SUPPRESSED_TEXT)
+                    s = esc(bars.suppressed)
                 );
             }
         }
@@ -414,10 +428,13 @@ fn state_rate(data: &ReportData) -> Option<f64> {
 }
 
 fn district_rates(h: &mut String, data: &ReportData) {
-    h.push_str(
+    let _ = write!(
+        h,
         "<section class=\"card\"><h2>Chronic absence rate by district</h2>\
-         <p class=\"note\">Share of students (≥ 10 enrolled days) absent ≥ 10% of their days; \
+         <p class=\"note\">Share of students (≥ {} enrolled days) absent ≥ {} of their days; \
          worst first. Dashed line: the state.</p>\n",
+        data.rules.min_enrolled_days,
+        data.rules.chronic_percent()
     );
     let (published, suppressed) = worst_first(&data.districts);
     if published.is_empty() && suppressed.is_empty() {
@@ -436,6 +453,7 @@ fn district_rates(h: &mut String, data: &ReportData) {
         h,
         RateBars {
             chart: "district-rate",
+            suppressed: &data.rules.suppressed_text(),
             rows,
             label_w: 150.0,
             reference: state_rate(data),
@@ -471,6 +489,7 @@ fn school_rates(h: &mut String, data: &ReportData) {
             h,
             RateBars {
                 chart: "school-rate",
+                suppressed: &data.rules.suppressed_text(),
                 rows,
                 label_w: 210.0,
                 reference: state_rate(data),
@@ -487,9 +506,10 @@ fn school_rates(h: &mut String, data: &ReportData) {
     if !suppressed.is_empty() {
         let _ = write!(
             h,
-            "<details><summary>{} schools suppressed (fewer than 10 in a count)</summary>\
+            "<details><summary>{} schools suppressed (fewer than {} in a count)</summary>\
              <ul class=\"suppressed\">",
-            suppressed.len()
+            suppressed.len(),
+            data.rules.publication_threshold
         );
         for r in &suppressed {
             let _ = write!(
@@ -497,11 +517,14 @@ fn school_rates(h: &mut String, data: &ReportData) {
                 "<li>{} <span class=\"axis\">({})</span> {}</li>",
                 esc(&r.school_id),
                 esc(&r.district_id),
-                suppressed_span(&format!(
-                    " data-chart=\"school-suppressed\" data-district=\"{}\" data-school=\"{}\"",
-                    esc(&r.district_id),
-                    esc(&r.school_id)
-                ))
+                suppressed_span(
+                    &format!(
+                        " data-chart=\"school-suppressed\" data-district=\"{}\" data-school=\"{}\"",
+                        esc(&r.district_id),
+                        esc(&r.school_id)
+                    ),
+                    &data.rules.suppressed_text()
+                )
             );
         }
         h.push_str("</ul></details>");
@@ -533,7 +556,14 @@ struct Segment<'a> {
 /// Label characters that fit the stacked charts' label column.
 const STACK_LABEL_CHARS: usize = 23;
 
-fn stacked_bars(h: &mut String, chart: &str, headers: &[&str], col_w: f64, rows: &[StackRow<'_>]) {
+fn stacked_bars(
+    h: &mut String,
+    chart: &str,
+    headers: &[&str],
+    col_w: f64,
+    rows: &[StackRow<'_>],
+    suppressed: &str,
+) {
     const W: f64 = 600.0;
     const ROW: f64 = 24.0;
     const TOP: f64 = 22.0;
@@ -607,7 +637,7 @@ fn stacked_bars(h: &mut String, chart: &str, headers: &[&str], col_w: f64, rows:
                      data-suppressed=\"1\">{s}</text>",
                     ty = y + 13.0,
                     k = r.key_attrs,
-                    s = esc(SUPPRESSED_TEXT)
+                    s = esc(suppressed)
                 );
             }
         }
@@ -628,9 +658,11 @@ fn legend(h: &mut String, items: &[(&str, &str)]) {
 }
 
 fn tier_distribution(h: &mut String, data: &ReportData) {
-    h.push_str(
+    let _ = write!(
+        h,
         "<section class=\"card\"><h2>Tier distribution</h2>\
-         <p class=\"note\">Students (≥ 10 enrolled days) by absence rate; numbers are students.</p>\n",
+         <p class=\"note\">Students (≥ {} enrolled days) by absence rate; numbers are students.</p>\n",
+        data.rules.min_enrolled_days
     );
     let tiers = [
         Tier::Satisfactory,
@@ -638,11 +670,8 @@ fn tier_distribution(h: &mut String, data: &ReportData) {
         Tier::ModerateChronic,
         Tier::SevereChronic,
     ];
-    let items: Vec<(&str, &str)> = tiers
-        .iter()
-        .zip(TIER_COLORS)
-        .map(|(t, c)| (t.label(), c))
-        .collect();
+    let labels: Vec<String> = tiers.iter().map(|t| data.rules.tier_label(*t)).collect();
+    let items: Vec<(&str, &str)> = labels.iter().map(String::as_str).zip(TIER_COLORS).collect();
     legend(h, &items);
     let (published, suppressed) = worst_first(&data.districts);
     let mut rows: Vec<StackRow> = Vec::new();
@@ -690,6 +719,7 @@ fn tier_distribution(h: &mut String, data: &ReportData) {
         &["Satisf.", "At risk", "Moderate", "Severe"],
         60.0,
         &rows,
+        &data.rules.suppressed_text(),
     );
     h.push_str("</section>\n");
 }
@@ -722,11 +752,11 @@ fn absence_breakdown(h: &mut String, data: &ReportData) {
     }
     let mut list: Vec<Breakdown> = Vec::new();
     if let Some(s) = &data.absence_state {
-        list.push(breakdown(s));
+        list.push(breakdown(s, &data.rules));
     }
     for d in order.into_iter().take(MAX_DISTRICT_BARS) {
         if let Some(s) = data.absence_by_district.iter().find(|s| s.district_id == d) {
-            list.push(breakdown(s));
+            list.push(breakdown(s, &data.rules));
         }
     }
     if list.is_empty() {
@@ -775,6 +805,7 @@ fn absence_breakdown(h: &mut String, data: &ReportData) {
         &["Excused", "Unexcused", "Suspension"],
         76.0,
         &rows,
+        &data.rules.suppressed_text(),
     );
     h.push_str("</section>\n");
 }
@@ -1022,7 +1053,7 @@ const TABLE_METRICS: [&str; 7] = [
     "students_severe_chronic",
 ];
 
-fn table_cells(h: &mut String, r: &AggregateRow, chart: &str) {
+fn table_cells(h: &mut String, r: &AggregateRow, chart: &str, suppressed: &str) {
     let (_, key) = row_label(r, usize::MAX);
     match &r.figures {
         Published::Value(f) => {
@@ -1063,25 +1094,31 @@ fn table_cells(h: &mut String, r: &AggregateRow, chart: &str) {
                 h,
                 "<td class=\"sup\" colspan=\"7\" data-chart=\"{chart}\"{key} \
                  data-suppressed=\"1\">{}</td>",
-                esc(SUPPRESSED_TEXT)
+                esc(suppressed)
             );
         }
     }
 }
 
 fn summary_table(h: &mut String, data: &ReportData) {
-    h.push_str(
+    let r = &data.rules;
+    let _ = write!(
+        h,
         "<section class=\"card wide\"><h2>Summary</h2>\
-         <p class=\"note\">Enrolled = students with at least 10 enrolled instructional days. \
-         Tiers by absence rate: satisfactory &lt; 5%, at risk 5–10%, moderate 10–20%, \
-         severe ≥ 20%.</p>\n<div class=\"scroll\"><table><thead><tr><th>Scope</th>\
+         <p class=\"note\">Enrolled = students with at least {} enrolled instructional days. \
+         Tiers by absence rate: {}, {}, {}, {}.</p>\n<div class=\"scroll\"><table><thead><tr><th>Scope</th>\
          <th>As of</th><th>Enrolled</th><th>Chronically absent</th><th>Rate</th>\
          <th>Satisfactory</th><th>At risk</th><th>Moderate</th><th>Severe</th></tr></thead><tbody>\n",
+        r.min_enrolled_days,
+        esc(&r.tier_label(Tier::Satisfactory)),
+        esc(&r.tier_label(Tier::AtRisk)),
+        esc(&r.tier_label(Tier::ModerateChronic)),
+        esc(&r.tier_label(Tier::SevereChronic)),
     );
     let as_of = |r: &AggregateRow| r.as_of_date.map(|d| d.to_string()).unwrap_or_default();
     if let Some(s) = &data.state {
         let _ = write!(h, "<tr class=\"state\"><td>State</td><td>{}</td>", as_of(s));
-        table_cells(h, s, "summary");
+        table_cells(h, s, "summary", &data.rules.suppressed_text());
         h.push_str("</tr>\n");
     }
     let mut districts: Vec<&AggregateRow> = data.districts.iter().collect();
@@ -1093,7 +1130,7 @@ fn summary_table(h: &mut String, data: &ReportData) {
             esc(&r.district_id),
             as_of(r)
         );
-        table_cells(h, r, "summary");
+        table_cells(h, r, "summary", &data.rules.suppressed_text());
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody></table></div>\n");
@@ -1120,7 +1157,7 @@ fn summary_table(h: &mut String, data: &ReportData) {
                 esc(&r.district_id),
                 as_of(r)
             );
-            table_cells(h, r, "school-table");
+            table_cells(h, r, "school-table", &data.rules.suppressed_text());
             h.push_str("</tr>\n");
         }
         h.push_str("</tbody></table></div></details>\n");

@@ -7,7 +7,9 @@ use rollcall_clickhouse::rows::from_ch_date;
 use rollcall_clickhouse::ChError;
 use serde::Deserialize;
 
-use crate::model::{AbsenceSums, AggregateRow, Figures, Published, ReportData, Tiers, TrendRow};
+use crate::model::{
+    AbsenceSums, AggregateRow, Figures, Published, ReportData, Tiers, TrendRow, ViewRules,
+};
 use crate::ReportError;
 
 /// The BI views the report reads.
@@ -181,6 +183,61 @@ pub async fn load(
     }
 }
 
+/// The settings the views were built with (their `view_policy` record); the defaults
+/// when the database has none.
+async fn view_rules(client: &Client, database: &str) -> Result<ViewRules, ReportError> {
+    let stored = rollcall_clickhouse::policy_views::read_view_policy(client, database)
+        .await
+        .map_err(|source| ChError {
+            doing: "reading the views' policy (view_policy)".into(),
+            source,
+        })?;
+    let mut rules = ViewRules::default();
+    let Some(stored) = stored else {
+        return Ok(rules);
+    };
+    let settings: serde_json::Value =
+        serde_json::from_str(&stored.settings).map_err(|e| ReportError::Contract {
+            view: "view_policy",
+            problem: format!("settings are not JSON: {e}"),
+        })?;
+    let num = |k: &str| settings.get(k).and_then(serde_json::Value::as_f64);
+    if let Some(t) = settings
+        .get("publication_threshold")
+        .and_then(serde_json::Value::as_u64)
+    {
+        rules.publication_threshold = t;
+    }
+    if let Some(m) = settings
+        .get("min_enrolled_days")
+        .and_then(serde_json::Value::as_u64)
+    {
+        rules.min_enrolled_days = m;
+    }
+    if let Some(c) = num("chronic_threshold") {
+        rules.chronic_threshold = c;
+    }
+    if let Some(z) = settings
+        .get("suppress_zero_counts")
+        .and_then(serde_json::Value::as_bool)
+    {
+        rules.suppress_zero_counts = z;
+    }
+    for (i, k) in [
+        "tiers.at_risk",
+        "tiers.moderate_chronic",
+        "tiers.severe_chronic",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if let Some(v) = num(k) {
+            rules.tier_cuts[i] = v;
+        }
+    }
+    Ok(rules)
+}
+
 async fn load_unbounded(
     client: &Client,
     school_year: Option<u16>,
@@ -188,6 +245,7 @@ async fn load_unbounded(
     generated_at: &str,
 ) -> Result<ReportData, ReportError> {
     let mut data = ReportData::empty(database, generated_at);
+    data.rules = view_rules(client, database).await?;
     let year = match school_year {
         Some(y) => y,
         None => match latest_school_year(client).await? {

@@ -415,7 +415,7 @@ async fn truth(db: &clickhouse::Client) -> Truth {
              toUInt64(sumIf(ifNull(students_chronically_absent, 0), suppressed = 0)) AS chronic, \
              chronic / enrolled AS rate \
              FROM chronic_absence_trend WHERE school_year = {YEAR} \
-             GROUP BY district_id, date HAVING countIf(suppressed = 0) > 0"
+             GROUP BY district_id, date HAVING countIf(suppressed = 0) > 0 AND enrolled > 0"
         );
         let rows: Vec<TrendExpect> = db.query(&sql).fetch_all().await.unwrap();
         t.trend_points += rows.len();
