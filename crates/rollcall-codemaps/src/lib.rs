@@ -284,12 +284,12 @@ pub fn builtin_exit_withdraw_type(value: &str) -> Option<&'static str> {
     values::map_value(values::Kind::Exit, None, value)
 }
 
+/// (folded SIS value, canonical code value) pairs, sorted.
+pub type ValueEntries = Vec<(&'static str, &'static str)>;
+
 /// The built-in table's own entries (`presets/common.toml`): grade levels and exit
 /// types, each (folded value, canonical) sorted. For documentation and tests.
-pub fn builtin_value_entries() -> (
-    Vec<(&'static str, &'static str)>,
-    Vec<(&'static str, &'static str)>,
-) {
+pub fn builtin_value_entries() -> (ValueEntries, ValueEntries) {
     (
         sorted(&values::COMMON.grades),
         sorted(&values::COMMON.exits),
