@@ -152,13 +152,13 @@ fn footer(h: &mut String, rules: &ViewRules) {
     } else {
         "zeros are published"
     };
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<footer>Counts below {t} are suppressed ({zeros}) and shown as “{text}”. \
          Students are counted when enrolled at least {min} instructional days; chronically absent \
          = absent at least {chronic} of their enrolled days. Schools count a student at each school \
          attended (EDFacts FS195); districts and the state count distinct students on all \
-         their days. Definitions: docs/bi-views.md.</footer>\n",
+         their days. Definitions: docs/bi-views.md.</footer>",
         t = rules.publication_threshold,
         text = esc(&rules.suppressed_text()),
         min = rules.min_enrolled_days,
@@ -428,11 +428,11 @@ fn state_rate(data: &ReportData) -> Option<f64> {
 }
 
 fn district_rates(h: &mut String, data: &ReportData) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"card\"><h2>Chronic absence rate by district</h2>\
          <p class=\"note\">Share of students (≥ {} enrolled days) absent ≥ {} of their days; \
-         worst first. Dashed line: the state.</p>\n",
+         worst first. Dashed line: the state.</p>",
         data.rules.min_enrolled_days,
         data.rules.chronic_percent()
     );
@@ -658,10 +658,10 @@ fn legend(h: &mut String, items: &[(&str, &str)]) {
 }
 
 fn tier_distribution(h: &mut String, data: &ReportData) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"card\"><h2>Tier distribution</h2>\
-         <p class=\"note\">Students (≥ {} enrolled days) by absence rate; numbers are students.</p>\n",
+         <p class=\"note\">Students (≥ {} enrolled days) by absence rate; numbers are students.</p>",
         data.rules.min_enrolled_days
     );
     let tiers = [
@@ -1102,13 +1102,13 @@ fn table_cells(h: &mut String, r: &AggregateRow, chart: &str, suppressed: &str) 
 
 fn summary_table(h: &mut String, data: &ReportData) {
     let r = &data.rules;
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"card wide\"><h2>Summary</h2>\
          <p class=\"note\">Enrolled = students with at least {} enrolled instructional days. \
          Tiers by absence rate: {}, {}, {}, {}.</p>\n<div class=\"scroll\"><table><thead><tr><th>Scope</th>\
          <th>As of</th><th>Enrolled</th><th>Chronically absent</th><th>Rate</th>\
-         <th>Satisfactory</th><th>At risk</th><th>Moderate</th><th>Severe</th></tr></thead><tbody>\n",
+         <th>Satisfactory</th><th>At risk</th><th>Moderate</th><th>Severe</th></tr></thead><tbody>",
         r.min_enrolled_days,
         esc(&r.tier_label(Tier::Satisfactory)),
         esc(&r.tier_label(Tier::AtRisk)),

@@ -397,7 +397,7 @@ pub fn expected_metrics_under(
 
     let mut per_school_student: BTreeMap<(u32, u32), Days> = BTreeMap::new();
     // Per (school, student): (date, enrolled days, absent milli) through each enrolled date.
-    let mut through: BTreeMap<(u32, u32), Vec<(NaiveDate, u64, u64)>> = BTreeMap::new();
+    let mut through: Through = BTreeMap::new();
     for (&(school, student), dates) in &enrolled {
         let positive = world.district_of_school(school).spec.positive_attendance;
         let mut d = Days::default();
@@ -563,13 +563,14 @@ pub fn expected_metrics_under(
     }
 }
 
+/// Per (school, student): (date, enrolled days, absent milli-days) through each of the
+/// student's enrolled dates at the school.
+type Through = BTreeMap<(u32, u32), Vec<(NaiveDate, u64, u64)>>;
+
 /// The trend: for each school and each date one of its students is enrolled, every
 /// student of the school judged on their days through that date (a student who left
 /// keeps their last standing).
-fn trend_counts(
-    through: &BTreeMap<(u32, u32), Vec<(NaiveDate, u64, u64)>>,
-    p: &SimPolicy,
-) -> BTreeMap<(u32, NaiveDate), (u64, u64)> {
+fn trend_counts(through: &Through, p: &SimPolicy) -> BTreeMap<(u32, NaiveDate), (u64, u64)> {
     let mut dates: BTreeMap<u32, BTreeSet<NaiveDate>> = BTreeMap::new();
     for (&(school, _), seq) in through {
         dates

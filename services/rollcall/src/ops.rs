@@ -53,15 +53,20 @@ pub async fn migrate(cfg: &Config, secrets: &Secrets, args: &MigrateArgs) -> any
         OnPolicyChange::Refuse
     };
     let server = rollcall_clickhouse::connect_server(&cfg.clickhouse, secrets);
-    let report =
-        rollcall_clickhouse::migrate_with_policy(&server, database, &migrations, &policy, on_change)
-            .await
-            .with_context(|| {
-                format!(
-                    "migrating ClickHouse database `{database}` at {}",
-                    cfg.clickhouse.url
-                )
-            })?;
+    let report = rollcall_clickhouse::migrate_with_policy(
+        &server,
+        database,
+        &migrations,
+        &policy,
+        on_change,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "migrating ClickHouse database `{database}` at {}",
+            cfg.clickhouse.url
+        )
+    })?;
     for m in &report.already_applied {
         println!("  already applied  {m}");
     }
