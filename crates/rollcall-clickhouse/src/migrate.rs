@@ -340,17 +340,35 @@ pub async fn migrate_with_policy(
             .await
             .map_err(client_err(doing))?;
     }
-    let applied: Vec<Applied> = within(
+    // Every recorded row: a view-only migration re-run after a superseded text has two
+    // rows for its version (the old checksum and the current one).
+    let rows: Vec<Applied> = within(
         CALL_TIMEOUT,
         server
             .query(&format!(
-                "SELECT version, any(name), any(checksum) FROM {database}.schema_migrations \
-                 GROUP BY version ORDER BY version"
+                "SELECT version, name, checksum FROM {database}.schema_migrations \
+                 ORDER BY version"
             ))
             .fetch_all(),
     )
     .await
     .map_err(client_err("reading schema_migrations"))?;
+    // Per version: the row with the file's current checksum when there is one.
+    let mut applied: Vec<Applied> = Vec::new();
+    for r in rows {
+        let current = migrations
+            .iter()
+            .find(|m| m.version == r.version)
+            .map(Migration::checksum);
+        match applied.iter_mut().find(|a| a.version == r.version) {
+            Some(a) => {
+                if Some(&r.checksum) == current.as_ref() {
+                    *a = r;
+                }
+            }
+            None => applied.push(r),
+        }
+    }
 
     let mut report = MigrationReport {
         fingerprint: vp.fingerprint(),
