@@ -170,6 +170,12 @@ struct Window {
     step: usize,
     /// Items already read in this step (offset paging).
     offset: u64,
+    /// Offset paging: the host's count of the step's items at the last request. Items
+    /// leave a window while it is read (a record changed or deleted after `max` is no
+    /// longer in it) and never join it, so a smaller count means every later item moved
+    /// down by up to the difference: the next page starts that much earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_count: Option<u64>,
     /// Token paging: tokens still to read in this step, and the current one.
     tokens: Option<Vec<String>>,
     token: Option<String>,
@@ -323,6 +329,7 @@ impl SisConnector for EdfiConnector {
                 max: versions.newest,
                 step: 0,
                 offset: 0,
+                step_count: None,
                 tokens: None,
                 token: None,
                 done: 0,
@@ -405,6 +412,7 @@ impl SisConnector for EdfiConnector {
             if page.step_finished {
                 w.step += 1;
                 w.offset = 0;
+                w.step_count = None;
                 w.tokens = None;
                 w.token = None;
             }
@@ -513,19 +521,41 @@ impl EdfiConnector {
                 step_finished: finished,
             });
         }
+        // Offset paging over a live host: every page asks for the count too, so that
+        // items leaving the window while it is read cannot make the offsets skip the
+        // items behind them (see `Window::step_count`).
+        let first = w.offset == 0 && w.step_count.is_none();
         let mut q = window.to_vec();
         q.push(("offset", w.offset.to_string()));
         q.push(("limit", self.cfg.page_size.to_string()));
-        if w.offset == 0 {
-            q.push(("totalCount", "true".to_string()));
-        }
+        q.push(("totalCount", "true".to_string()));
         let page = self.client.page(&path, &q).await?;
-        // A host may cap the page below `limit`, so only an empty page ends the step.
-        w.offset += page.items.len() as u64;
-        let finished = page.items.is_empty();
+        let shrunk = match (w.step_count, page.total_count) {
+            (Some(before), Some(now)) => before.saturating_sub(now),
+            _ => 0,
+        };
+        if page.total_count.is_some() {
+            w.step_count = page.total_count;
+        }
+        let finished = if shrunk > 0 {
+            // Up to `shrunk` unread items moved below this page's offset: read again
+            // from there (items read twice carry the same version: idempotent).
+            tracing::debug!(
+                resource,
+                offset = w.offset,
+                shrunk,
+                "items left the change window while it was read; paging back"
+            );
+            w.offset = w.offset.saturating_sub(shrunk);
+            false
+        } else {
+            // A host may cap the page below `limit`, so only an empty page ends the step.
+            w.offset += page.items.len() as u64;
+            page.items.is_empty()
+        };
         Ok(Fetched {
             items: page.items,
-            total_count: page.total_count,
+            total_count: if first { page.total_count } else { None },
             step_finished: finished,
         })
     }
@@ -622,6 +652,7 @@ mod tests {
             max: first.max,
             step: 0,
             offset: 0,
+            step_count: None,
             tokens: None,
             token: None,
             done: 0,
