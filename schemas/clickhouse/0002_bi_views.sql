@@ -20,6 +20,10 @@
 --                        c < ${policy.publication_threshold}, a zero only when
 --                        ${policy.suppress_zero_counts} = 1 (row-level primary suppression;
 --                        no complementary suppression yet)
+--   grades               the aggregates (school, district, state, trend) count student
+--                        rows whose grade_level is in ${policy.aggregate_grades} or
+--                        blank (no grade given); the by-grade view shows every grade,
+--                        so PK, TK, adult and ungraded students are reported there
 -- student_metrics_current computes meets_min_enrollment, is_chronically_absent and tier
 -- from days_enrolled and absent_milli with these settings (the rollup's stored flags
 -- are not read), so rows written under an earlier policy are judged by this one.
@@ -201,6 +205,7 @@ FROM
             AND (c > 0 OR ${policy.suppress_zero_counts} = 1),
             [n_enrolled, n_chronic, n_satisfactory, n_at_risk, n_moderate, n_severe])) AS suppressed
     FROM ${database}.student_metrics_current
+    WHERE grade_level = '' OR grade_level IN ${policy.aggregate_grades}
     GROUP BY school_year, district_id, school_id
 );
 
@@ -277,6 +282,7 @@ FROM
             sum(days_enrolled) AS de,
             sum(absent_milli) AS am
         FROM ${database}.student_metrics_current
+        WHERE grade_level = '' OR grade_level IN ${policy.aggregate_grades}
         GROUP BY school_year, district_id, student_id
     )
     GROUP BY school_year, district_id
@@ -325,6 +331,7 @@ FROM
             sum(days_enrolled) AS de,
             sum(absent_milli) AS am
         FROM ${database}.student_metrics_current
+        WHERE grade_level = '' OR grade_level IN ${policy.aggregate_grades}
         GROUP BY school_year, district_id, student_id
     )
     GROUP BY school_year
@@ -386,6 +393,10 @@ FROM
                     arrayMap((c, p) -> c - p, counted, arrayPushFront(arrayPopBack(counted), toInt64(0))) AS counted_delta,
                     arrayMap((c, p) -> c - p, chronic, arrayPushFront(arrayPopBack(chronic), toInt64(0))) AS chronic_delta
                 FROM ${database}.student_days_current
+                WHERE (school_year, district_id, school_id, student_id) NOT IN
+                    (SELECT school_year, district_id, school_id, student_id
+                     FROM ${database}.student_metrics_current
+                     WHERE grade_level != '' AND grade_level NOT IN ${policy.aggregate_grades})
                 GROUP BY school_year, district_id, school_id, student_id
             )
             ARRAY JOIN arrayMap((t, c, k) -> (t.1, c, k), rows_by_date, counted_delta, chronic_delta) AS step

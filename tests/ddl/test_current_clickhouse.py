@@ -105,9 +105,9 @@ def test_every_migration_applies_on_current_clickhouse(which, policy_file):
         s.query(
             f"INSERT INTO {DB}.student_metrics (school_year, district_id, school_id, student_id, "
             "grade_level, as_of_date, days_enrolled, absent_milli, version, deleted) VALUES "
-            "(2024, 'd', 's', 'a', 'G1', '2024-05-31', 20, 3000, 1, 0), "
-            "(2024, 'd', 's', 'b', 'G1', '2024-05-31', 20, 2999, 1, 0), "
-            "(2024, 'd', 's', 'c', 'G1', '2024-05-31', 19, 19000, 1, 0)"
+            "(2024, 'd', 's', 'a', 'First grade', '2024-05-31', 20, 3000, 1, 0), "
+            "(2024, 'd', 's', 'b', 'First grade', '2024-05-31', 20, 2999, 1, 0), "
+            "(2024, 'd', 's', 'c', 'First grade', '2024-05-31', 19, 19000, 1, 0)"
         )
         got = s.query(
             f"SELECT student_id, meets_min_enrollment, is_chronically_absent, toString(tier) "

@@ -73,7 +73,6 @@ impl Param {
     /// A list of strings: `${policy.KEY}` is a parenthesised list of quoted SQL strings,
     /// for `column IN ${policy.KEY}`. An empty list renders `('')`… never: it is refused,
     /// since `IN ()` is not SQL.
-    #[allow(dead_code)] // the grade filter (`aggregate_grades`) will use it
     fn string_list(key: &'static str, v: &[String]) -> Result<Param, ViewPolicyError> {
         if v.is_empty() {
             return Err(ViewPolicyError::EmptyList { key });
@@ -132,6 +131,7 @@ impl ViewPolicy {
             Param::rate("tiers.severe_chronic", p.tiers.severe_chronic)?,
             Param::int("publication_threshold", p.publication_threshold),
             Param::flag("suppress_zero_counts", p.suppress_zero_counts),
+            Param::string_list("aggregate_grades", &p.aggregate_grades)?,
         ];
         Ok(ViewPolicy { params })
     }

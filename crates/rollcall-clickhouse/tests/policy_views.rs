@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use rollcall_clickhouse::{connect, connect_server, embedded_migrations, migrate_with_policy};
 use rollcall_clickhouse::{Client, OnPolicyChange};
-use rollcall_policy::{is_chronic, is_suppressed, meets_min_enrollment, tier, Policy, Tiers};
+use rollcall_policy::{
+    counts_in_aggregates, is_chronic, is_suppressed, meets_min_enrollment, tier, Policy, Tiers,
+};
 use rollcall_testkit::{clickhouse_with_unique_db, require_services, secrets};
 use serde::Deserialize;
 
@@ -32,7 +34,7 @@ fn students() -> Vec<Student> {
                     "d1",
                     format!("edge{}", days % 2),
                     format!("b{n}"),
-                    format!("G{}", n % 3),
+                    ["Kindergarten", "First grade", ""][n % 3].to_string(),
                     days,
                     absent,
                 ));
@@ -41,18 +43,58 @@ fn students() -> Vec<Student> {
     }
     // Five students judged and satisfactory: counts [5, 0, 5, 0, 0, 0].
     for i in 0..5 {
-        out.push(("d2", "five".into(), format!("f{i}"), "G1".into(), 30, 0));
+        out.push((
+            "d2",
+            "five".into(),
+            format!("f{i}"),
+            "First grade".into(),
+            30,
+            0,
+        ));
+    }
+    // Pre-kindergarten, chronically absent: outside `aggregate_grades` (K-12 by
+    // default), so in the student rows and the by-grade view, not in any total.
+    for i in 0..3 {
+        out.push((
+            "d2",
+            "five".into(),
+            format!("pk{i}"),
+            "Prekindergarten".into(),
+            30,
+            15_000,
+        ));
     }
     // Four: one below a threshold of 5.
     for i in 0..4 {
-        out.push(("d2", "four".into(), format!("q{i}"), "G1".into(), 30, 0));
+        out.push((
+            "d2",
+            "four".into(),
+            format!("q{i}"),
+            "Sixth grade".into(),
+            30,
+            0,
+        ));
     }
     // One student at two schools: 10 days and 1.5 absent at each; 20 days and 3 absent
     // (15%) in the district.
-    out.push(("d3", "split-a".into(), "x".into(), "G2".into(), 10, 1500));
-    out.push(("d3", "split-b".into(), "x".into(), "G2".into(), 10, 1500));
+    out.push((
+        "d3",
+        "split-a".into(),
+        "x".into(),
+        "Ninth grade".into(),
+        10,
+        1500,
+    ));
+    out.push((
+        "d3",
+        "split-b".into(),
+        "x".into(),
+        "Ninth grade".into(),
+        10,
+        1500,
+    ));
     // Nobody judged: every count 0.
-    out.push(("d4", "tiny".into(), "t".into(), "G2".into(), 3, 0));
+    out.push(("d4", "tiny".into(), "t".into(), "".into(), 3, 0));
     out
 }
 
@@ -164,7 +206,34 @@ fn trend_students() -> Vec<(String, u32, u32, u64)> {
     }
     // One below: 2.999 of 20 on day 20.
     out.push(("below".to_string(), 20, 3, 999));
+    // Pre-kindergarten (its metrics row says so): absent every day, never in the trend.
+    out.push((TREND_PK.to_string(), 20, 20, 1000));
     out
+}
+
+/// The trend fixture's student outside `aggregate_grades`.
+const TREND_PK: &str = "pk";
+
+/// The metrics rows of the trend fixture's students (their grades, for the filter).
+fn trend_metrics() -> Vec<Student> {
+    trend_students()
+        .into_iter()
+        .map(|(st, days, absent_days, milli)| {
+            let grade = if st == TREND_PK {
+                "Prekindergarten"
+            } else {
+                "Third grade"
+            };
+            (
+                "d9",
+                "trend".to_string(),
+                st,
+                grade.to_string(),
+                days,
+                u64::from(absent_days) * milli,
+            )
+        })
+        .collect()
 }
 
 async fn insert_days(db: &Client, database: &str) {
@@ -194,7 +263,10 @@ fn expected_trend(p: &Policy) -> Vec<(String, Vec<Option<u64>>, u8)> {
     (1..=last)
         .map(|date| {
             let mut c = [0u64; 2];
-            for (_, days, absent_days, milli) in &students {
+            for (st, days, absent_days, milli) in &students {
+                if st == TREND_PK {
+                    continue;
+                }
                 let through = date.min(*days);
                 let absent: u64 = (1..=through)
                     .filter(|d| *d > days - absent_days)
@@ -227,6 +299,8 @@ async fn check_views_under(p: &Policy) {
     let students = students();
     insert_metrics(&server, &ch.database, &students).await;
     insert_days(&server, &ch.database).await;
+    insert_metrics(&server, &ch.database, &trend_metrics()).await;
+    let counted = |g: &str| counts_in_aggregates((!g.is_empty()).then_some(g), p);
 
     // Students: every flag as rollcall_policy computes it.
     let rows: Vec<StudentRow> = db
@@ -237,7 +311,7 @@ async fn check_views_under(p: &Policy) {
         .fetch_all()
         .await
         .unwrap();
-    assert_eq!(rows.len(), students.len());
+    assert_eq!(rows.len(), students.len() + trend_metrics().len());
     let by_key: BTreeMap<&str, &StudentRow> = rows.iter().map(|r| (r.key.as_str(), r)).collect();
     for (_, s, st, _, days, absent) in &students {
         let r = by_key[format!("{s}/{st}").as_str()];
@@ -260,13 +334,17 @@ async fn check_views_under(p: &Policy) {
     // judged on their days summed over the district's schools).
     let mut schools: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
     let mut grades: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
+    let trend_rows = trend_metrics();
     let mut combined: BTreeMap<(&str, &str), (u32, u64)> = BTreeMap::new();
-    for (d, s, st, g, days, absent) in &students {
-        schools.entry(s.clone()).or_default().push((*days, *absent));
+    for (d, s, st, g, days, absent) in students.iter().chain(trend_rows.iter()) {
         grades
             .entry(format!("{s}/{g}"))
             .or_default()
             .push((*days, *absent));
+        if !counted(g) {
+            continue;
+        }
+        schools.entry(s.clone()).or_default().push((*days, *absent));
         let e = combined.entry((d, st.as_str())).or_default();
         e.0 += days;
         e.1 += absent;
