@@ -75,7 +75,7 @@ async fn sync_while_the_host_moves(seed: u64) {
         let caught_up = b.caught_up;
         cp = Some(b.checkpoint);
         if batches <= moving_batches {
-            if batches % 2 == 0 {
+            if batches.is_multiple_of(2) {
                 handle.advance(1);
             }
         } else if caught_up {
