@@ -20,6 +20,10 @@
 --                        c < ${policy.publication_threshold}, a zero only when
 --                        ${policy.suppress_zero_counts} = 1 (row-level primary suppression;
 --                        no complementary suppression yet)
+--   state identity       the state counts a student once per state_student_id when
+--                        ${policy.state_identity_by_state_id} = 1 and the row has one
+--                        (judged on their days summed over every district), else once
+--                        per (district_id, student_id)
 --   grades               the aggregates (school, district, state, trend) count student
 --                        rows whose grade_level is in ${policy.aggregate_grades} or
 --                        blank (no grade given); the by-grade view shows every grade,
@@ -325,14 +329,24 @@ FROM
     (
         SELECT
             school_year,
-            district_id,
-            student_id,
+            who,
             max(as_of_date) AS student_latest,
             sum(days_enrolled) AS de,
             sum(absent_milli) AS am
-        FROM ${database}.student_metrics_current
-        WHERE grade_level = '' OR grade_level IN ${policy.aggregate_grades}
-        GROUP BY school_year, district_id, student_id
+        FROM
+        (
+            SELECT
+                school_year,
+                if(${policy.state_identity_by_state_id} = 1 AND state_student_id != '',
+                    concat('state:', state_student_id),
+                    concat('district:', district_id, '/', student_id)) AS who,
+                as_of_date,
+                days_enrolled,
+                absent_milli
+            FROM ${database}.student_metrics_current
+            WHERE grade_level = '' OR grade_level IN ${policy.aggregate_grades}
+        )
+        GROUP BY school_year, who
     )
     GROUP BY school_year
 );

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use clickhouse::{Client, Row};
-use rollcall_policy::{rate_in_basis_points, Policy};
+use rollcall_policy::{rate_in_basis_points, Policy, StateIdentity};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -132,6 +132,14 @@ impl ViewPolicy {
             Param::int("publication_threshold", p.publication_threshold),
             Param::flag("suppress_zero_counts", p.suppress_zero_counts),
             Param::string_list("aggregate_grades", &p.aggregate_grades)?,
+            Param {
+                key: "state_identity",
+                value: serde_json::to_value(p.state_identity).expect("an enum serializes"),
+                sql: vec![(
+                    "state_identity_by_state_id".to_string(),
+                    u8::from(p.state_identity == StateIdentity::StateStudentId).to_string(),
+                )],
+            },
         ];
         Ok(ViewPolicy { params })
     }

@@ -13,7 +13,8 @@ use clickhouse::Row;
 use rollcall_clickhouse::{connect, connect_server, embedded_migrations, migrate_with_policy};
 use rollcall_clickhouse::{Client, OnPolicyChange};
 use rollcall_policy::{
-    counts_in_aggregates, is_chronic, is_suppressed, meets_min_enrollment, tier, Policy, Tiers,
+    counts_in_aggregates, is_chronic, is_suppressed, meets_min_enrollment, tier, Policy,
+    StateIdentity, Tiers,
 };
 use rollcall_testkit::{clickhouse_with_unique_db, require_services, secrets};
 use serde::Deserialize;
@@ -460,4 +461,72 @@ async fn a_threshold_between_the_defaults_chronic_and_tier_cut_points() {
         ..Policy::default()
     })
     .await;
+}
+
+/// The state row under each `state_identity`: a student who moved districts with one
+/// state student ID, and a student without one.
+async fn state_counts_under(identity: StateIdentity) -> (String, Vec<Option<u64>>, u8) {
+    let p = Policy {
+        publication_threshold: 1,
+        state_identity: identity,
+        ..Policy::default()
+    };
+    p.validate().expect("a valid policy");
+    let ch = clickhouse_with_unique_db("pstate");
+    let server = connect_server(&ch, &secrets());
+    migrate_with_policy(
+        &server,
+        &ch.database,
+        &embedded_migrations(),
+        &p,
+        OnPolicyChange::Refuse,
+    )
+    .await
+    .expect("migrate");
+    // "mover": 20 days and 1 absent in d5 (5%), 10 days and 2 absent in d6 (20%);
+    // statewide 30 days and 3 absent = 10%: chronic. "local": no state ID, 10 days, 0.
+    server
+        .query(&format!(
+            "INSERT INTO {}.student_metrics (school_year, district_id, school_id, student_id, \
+             state_student_id, grade_level, as_of_date, days_enrolled, absent_milli, version, \
+             deleted) VALUES \
+             (2024, 'd5', 'a', 'm5', 'ST-1', 'Third grade', '2024-05-31', 20, 1000, 1, 0), \
+             (2024, 'd6', 'b', 'm6', 'ST-1', 'Third grade', '2024-05-31', 10, 2000, 1, 0), \
+             (2024, 'd6', 'b', 'local', '', 'Third grade', '2024-05-31', 10, 0, 1, 0)",
+            ch.database
+        ))
+        .execute()
+        .await
+        .expect("insert");
+    let db = connect(&ch, &secrets());
+    let mut got = agg(
+        &db,
+        &format!("SELECT 'state', {SIX} FROM state_chronic_absence"),
+    )
+    .await;
+    server
+        .query(&format!("DROP DATABASE {}", ch.database))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    got.remove(0)
+}
+
+#[tokio::test]
+async fn the_state_counts_a_student_who_moved_districts_once_by_state_student_id() {
+    require_services();
+    // judged, chronic, satisfactory, at risk, moderate, severe
+    let by_state_id = state_counts_under(StateIdentity::StateStudentId).await;
+    assert_eq!(
+        by_state_id,
+        ("state".into(), [2, 1, 1, 0, 1, 0].map(Some).to_vec(), 0),
+        "one mover judged on 30 days statewide (10%: moderate chronic), one local"
+    );
+    let apart = state_counts_under(StateIdentity::DistrictStudent).await;
+    assert_eq!(
+        apart,
+        ("state".into(), [3, 1, 1, 1, 0, 1].map(Some).to_vec(), 0),
+        "the mover counted in each district: 5% in d5 (at risk), 20% in d6 (severe, chronic)"
+    );
 }

@@ -62,6 +62,22 @@ pub struct Policy {
     /// `rollcall_model::EXIT_WITHDRAW_TYPES`) that void an enrollment: it contributes no
     /// enrolled day. See [`voids_enrollment`]. Default `["No show", "Invalid enrollment"]`.
     pub void_exit_types: Vec<String>,
+    /// Who the state row counts once: a state student ID where the SIS supplies one, or
+    /// every (district, student) apart. See [`StateIdentity`].
+    pub state_identity: StateIdentity,
+}
+
+/// How the state's aggregate tells students apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateIdentity {
+    /// A student with a state student ID is one student statewide, judged on their days
+    /// summed over every district; one without is counted per (district, student).
+    #[default]
+    StateStudentId,
+    /// Every (district, student) is counted apart, even with a shared state ID (a
+    /// student who moved districts counts once in each).
+    DistrictStudent,
 }
 
 /// The fallback calendar of one district: every `weekdays` date inside each session the
@@ -216,6 +232,7 @@ impl Default for Policy {
             derived_calendars: std::collections::BTreeMap::new(),
             aggregate_grades: DEFAULT_AGGREGATE_GRADES.map(String::from).to_vec(),
             void_exit_types: DEFAULT_VOID_EXIT_TYPES.map(String::from).to_vec(),
+            state_identity: StateIdentity::StateStudentId,
         }
     }
 }
