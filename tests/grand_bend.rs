@@ -178,6 +178,13 @@ struct StudentView {
     events_non_instructional: u32,
 }
 
+/// A row of `school_chronic_absence` / `district_chronic_absence`.
+#[derive(Row, Deserialize, Debug)]
+struct Published {
+    suppressed: u8,
+    counts: Vec<Option<u64>>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grand_bend_interchanges_ingest_end_to_end() {
     let sample = root().join("tests/data/grand-bend");
@@ -403,6 +410,35 @@ async fn the_grand_bend_interchanges_ingest_end_to_end() {
             count("moderate_chronic"),
             count("severe_chronic"),
         ];
+        // The published views say the same wherever the policy lets them publish.
+        let sql = if school == "all" {
+            "SELECT toUInt8(suppressed), [students_enrolled, students_chronically_absent, \
+             students_satisfactory, students_at_risk, students_moderate_chronic, \
+             students_severe_chronic] FROM district_chronic_absence"
+                .to_string()
+        } else {
+            format!(
+                "SELECT toUInt8(suppressed), [students_enrolled, students_chronically_absent, \
+                 students_satisfactory, students_at_risk, students_moderate_chronic, \
+                 students_severe_chronic] FROM school_chronic_absence WHERE school_id = '{school}'"
+            )
+        };
+        let published: Vec<Published> = db.query(&sql).fetch_all().await.expect(&sql);
+        let suppressed = n
+            .iter()
+            .any(|&v| rollcall_policy::is_suppressed(v as u64, &cfg.policy));
+        let want_counts: Vec<Option<u64>> = n
+            .iter()
+            .map(|&v| (!suppressed).then_some(v as u64))
+            .collect();
+        assert_eq!(
+            published
+                .iter()
+                .map(|p| (p.suppressed, p.counts.clone()))
+                .collect::<Vec<_>>(),
+            vec![(u8::from(suppressed), want_counts)],
+            "the published row of {school}"
+        );
         println!(
             "| {} | {} | {} | {:.1}% | {} | {} | {} | {} |",
             names
